@@ -1,0 +1,1 @@
+"""Congressional Data API: the sample service Shipyard releases."""

@@ -1,0 +1,220 @@
+"""What the release, rollback and recover flows share: loading blocks, the lock, recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from prefect import get_client
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
+from prefect.logging import get_logger
+from prefect_docker import DockerRegistryCredentials
+
+from blocks.docker_host import DockerHostTarget
+from blocks.service import ServiceSpec
+from tasks.core import history, validate
+from tasks.core.errors import ConfigError, ReleaseLocked
+from tasks.core.messages import record_markdown
+from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord, utcnow
+from tasks.core.redact import redact
+from tasks.deploy.docker_host import DockerHost, registry_auth_config
+from tasks.ledger import Ledger
+from tasks.notify import send
+
+T = TypeVar("T")
+LOCK_LEASE_S = 30.0
+log = get_logger("shipyard")
+
+
+@dataclass
+class Context:
+    """Everything a flow needs, loaded and validated before any side effect."""
+
+    environment: str
+    service: ServiceSpec
+    target: DockerHostTarget
+    registry: DockerRegistryCredentials | None
+    notifier: NotificationBlock | None
+    ledger: Ledger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.target.state_dir, self.service.name, self.environment)
+
+    def secrets(self) -> list[str]:
+        out = self.service.secret_values()
+        if self.registry is not None:
+            out.append(self.registry.password.get_secret_value())
+        return out
+
+    def client(self) -> DockerHost:
+        return self.target.get_client(registry_auth_config(self.registry))
+
+
+def _load(kind: type[Block], name: str, key: str) -> Any:
+    try:
+        return kind.load(name)
+    except (ValueError, ObjectNotFound) as exc:
+        raise ConfigError(
+            key,
+            f"no {kind.__name__} block named {name!r}",
+            hint="see README, 'Configure an environment'",
+        ) from exc
+
+
+def load_context(
+    environment: str, service: str, target: str | None, registry: str | None, notifier: str | None
+) -> Context:
+    validate.name(environment, "environment")
+    spec: ServiceSpec = _load(ServiceSpec, service, "service")
+    spec.validate_spec()
+    host: DockerHostTarget = _load(DockerHostTarget, target or environment, "target")
+    host.validate_target()
+    if host.environment != environment:
+        raise ConfigError(
+            "target", f"block {target!r} serves {host.environment!r}, not {environment!r}"
+        )
+    creds = _load(DockerRegistryCredentials, registry, "registry") if registry else None
+    note = _load(Block, notifier, "notifier") if notifier else None
+    if note is not None and not isinstance(note, NotificationBlock):
+        raise ConfigError("notifier", f"{notifier!r} is not a notification block")
+    return Context(environment, spec, host, creds, note)
+
+
+def current_flow_run() -> tuple[str, str | None]:
+    ctx = FlowRunContext.get()
+    if ctx and ctx.flow_run:
+        return str(ctx.flow_run.id), ctx.flow_run.name
+    return str(uuid4()), None
+
+
+def lock_holders(environment: str, me: str) -> str:
+    """Name the runs holding an environment (the server keeps no list of lease holders)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["release", "rollback", "recover"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+        )
+    names = [
+        f"flow run {r.name!r} ({r.id}, version {r.parameters.get('version') or r.parameters.get('to')})"
+        for r in runs
+        if str(r.id) != me and r.parameters.get("environment") == environment
+    ]
+    return "; ".join(names) or "an unknown run (its lease expires within 30 s if it died)"
+
+
+def ensure_lock_exists(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@contextmanager
+def environment_lock(environment: str, timeout_s: float, flow_run_id: str) -> Iterator[None]:
+    """One release per environment, held for the whole flow (Prefect global concurrency limit)."""
+    name = f"release-{environment}"
+    ensure_lock_exists(name)
+    with ExitStack() as stack:
+        try:
+            holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id))
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    timeout_seconds=max(timeout_s, 0.1),
+                    strict=True,
+                    lease_duration=LOCK_LEASE_S,
+                    holder=holder,
+                )
+            )
+        except TimeoutError as exc:
+            raise ReleaseLocked(
+                f"environment {environment!r} is locked by {lock_holders(environment, flow_run_id)}",
+                hint=f"waited {timeout_s:.0f}s; retry later or raise lock_timeout_s",
+            ) from exc
+        yield
+
+
+def timed(phases: list[PhaseTiming], name: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    started = time.monotonic()
+    ok = False
+    try:
+        result = fn(*args, **kw)
+        ok = True
+        return result
+    finally:
+        phases.append(PhaseTiming(name=name, seconds=round(time.monotonic() - started, 3), ok=ok))
+
+
+def publish(ctx: Context, record: ReleaseRecord) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(
+            key=f"{record.kind}-{ctx.service.name}-{ctx.environment}",
+            markdown=redact(record_markdown(record, ctx.ledger.records()), ctx.secrets()),
+            description=f"{record.kind} {record.version} to {ctx.environment}: {record.outcome.value}",
+        )
+    except Exception as exc:  # noqa: BLE001 - also runs in hooks, where no run context may exist
+        log.warning("could not publish the record artifact: %s", exc)
+
+
+def finish(ctx: Context, record: ReleaseRecord, **changes: Any) -> ReleaseRecord:
+    """Write the final record, show it in the UI and notify; used by flows and hooks alike."""
+    if changes.get("reason"):
+        changes["reason"] = redact(str(changes["reason"]), ctx.secrets())[:2000]
+    record = ctx.ledger.write(record.with_changes(finished_at=utcnow(), **changes))
+    publish(ctx, record)
+    send(ctx.notifier, record, ctx.secrets())
+    return record
+
+
+def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: str) -> list[str]:
+    """Put the last good version back in service and clean up after runs that died.
+
+    Used by the crash/cancel hooks, at the start of every release (a SIGKILLed
+    run leaves an in-progress record and no hooks), and by the recover flow.
+    """
+    actions: list[str] = []
+    client = ctx.client()
+    good = history.current(ctx.ledger.records())
+    serving = client.serving(ctx.service)
+    if (
+        good is not None
+        and good.image
+        and good.digest
+        and (serving is None or serving.digest != good.digest)
+    ):
+        client.restore(ctx.service, good.version, good.image, good.digest, good.release_id)
+        actions.append(f"restored {good.version}")
+    for rec in stale:
+        actions += [f"removed {name}" for name in client.discard(ctx.service, rec.release_id)]
+        finish(
+            ctx,
+            rec,
+            outcome=outcome,
+            failed_step=rec.failed_step or rec.current_step or "unknown",
+            reason=reason,
+            rolled_back_to=good.version if good else None,
+        )
+    return actions

@@ -1,0 +1,282 @@
+"""release: build → push → deploy (blue/green) → smoke → notify, undone on any failure.
+
+Usage: `python -m flows.release VERSION [--environment staging] [--service congress-api]`
+or the `release/<environment>` deployments in prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import Flow, FlowRun, State
+from prefect.transactions import transaction
+
+from flows.common import (
+    Context,
+    current_flow_run,
+    environment_lock,
+    finish,
+    load_context,
+    recover,
+    timed,
+)
+from tasks.build import build_image
+from tasks.core import history, validate
+from tasks.core.errors import ReleaseRolledBack, ShipyardError
+from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
+from tasks.notify import send
+from tasks.registry import push_image
+from tasks.rollout import deploy
+from tasks.smoke import smoke_check
+
+PHASES = ("build-image", "push-image", "deploy", "smoke-check", "finalize")
+
+
+@task(name="finalize", cache_policy=NO_CACHE)
+def finalize(ctx: Context, deployment: Any) -> list[str]:
+    """Prune containers beyond active + warm standby, and images beyond retention."""
+    from tasks.registry import registry_api
+
+    records = ctx.ledger.records()
+    keep = history.retained_versions(records, ctx.service.keep_releases)
+    keep_digests = {r.digest for r in records if r.version in keep and r.digest}
+    removed = ctx.client().finalize(ctx.service, deployment, keep_digests)
+    if ctx.service.prune_registry:
+        api, name = registry_api(ctx.service.image_repository, ctx.registry)
+        for rec in history.prune_versions(records, ctx.service.keep_releases):
+            if (
+                rec.digest
+                and rec.digest not in keep_digests
+                and api.delete_manifest(name, rec.digest)
+            ):
+                removed.append(f"registry manifest {rec.version} ({rec.digest})")
+    if removed:
+        get_run_logger().info("pruned: %s", "; ".join(removed))
+    return removed
+
+
+def _hook_context(flow_run: FlowRun) -> Context | None:
+    p = flow_run.parameters
+    try:
+        return load_context(
+            p["environment"], p["service"], p.get("target"), p.get("registry"), p.get("notifier")
+        )
+    except Exception as exc:  # noqa: BLE001 - hooks never raise
+        get_run_logger_safe().error("hook cannot load blocks: %s", exc)
+        return None
+
+
+def get_run_logger_safe() -> Any:
+    from prefect.logging import get_logger
+
+    return get_logger("shipyard.release")
+
+
+def on_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """Failures inside the transaction are recorded by the flow; this covers the rest."""
+    ctx = _hook_context(flow_run)
+    if ctx is None:
+        return
+    rec = ctx.ledger.get(str(flow_run.id))
+    if rec is None:
+        # Failed before the release started (validation, lock): nothing to undo, still tell people.
+        rec = ReleaseRecord(
+            release_id=str(flow_run.id),
+            service=ctx.service.name,
+            environment=ctx.environment,
+            version=str(flow_run.parameters.get("version")),
+            flow_run_id=str(flow_run.id),
+            flow_run_name=flow_run.name,
+            outcome=Outcome.FAILED,
+            failed_step="lock" if "locked" in (state.message or "") else "validate",
+            reason=state.message,
+        )
+        send(ctx.notifier, rec, ctx.secrets())
+
+
+def _abandon(flow_run: FlowRun, outcome: Outcome, reason: str) -> None:
+    ctx = _hook_context(flow_run)
+    if ctx is None:
+        return
+    try:
+        rec = ctx.ledger.get(str(flow_run.id))
+        if rec is not None and rec.outcome == Outcome.IN_PROGRESS:
+            others = [
+                r
+                for r in history.in_progress(ctx.ledger.records())
+                if r.release_id != rec.release_id
+            ]
+            if others:
+                get_run_logger_safe().error(
+                    "another release is in progress; leaving recovery to it"
+                )
+                return
+            recover(ctx, [rec], outcome, reason)
+    except Exception as exc:  # noqa: BLE001 - hooks never raise
+        get_run_logger_safe().error("recovery after %s failed: %s", outcome.value, exc)
+
+
+def on_crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    _abandon(flow_run, Outcome.CRASHED, f"flow run crashed: {state.message}")
+
+
+def on_cancellation(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    _abandon(flow_run, Outcome.CANCELLED, f"flow run cancelled: {state.message}")
+
+
+@flow(
+    name="release",
+    on_failure=[on_failure],
+    on_crashed=[on_crashed],
+    on_cancellation=[on_cancellation],
+    log_prints=True,
+)
+def release(
+    version: str,
+    environment: str = "staging",
+    service: str = "congress-api",
+    target: str | None = None,
+    registry: str | None = None,
+    notifier: str | None = None,
+    revision: str | None = None,
+    trigger: str = "manual",
+    lock_timeout_s: float = 600.0,
+    smoke_deadline_s: float = 20.0,
+) -> ReleaseRecord:
+    """Release `version` of `service` to `environment`; the previous version keeps serving on failure.
+
+    Block names: `service` (Shipyard Service), `target` (Shipyard Docker Host,
+    defaults to the environment name), `registry` (Docker Registry
+    Credentials), `notifier` ("<block-type-slug>/<name>", any notification block).
+    """
+    validate.version(version)
+    ctx = load_context(environment, service, target, registry, notifier)
+    run_id, run_name = current_flow_run()
+    logger = get_run_logger()
+    with environment_lock(environment, lock_timeout_s, run_id):
+        stale = history.in_progress(ctx.ledger.records())
+        if stale:
+            logger.warning(
+                "recovering after %d release(s) that died: %s",
+                len(stale),
+                [r.version for r in stale],
+            )
+            recover(
+                ctx,
+                stale,
+                Outcome.CRASHED,
+                "the flow process died (no hooks ran); recovered by the next release",
+            )
+        record = ctx.ledger.write(
+            ReleaseRecord(
+                release_id=run_id,
+                service=ctx.service.name,
+                environment=environment,
+                version=version,
+                trigger=trigger,
+                flow_run_id=run_id,
+                flow_run_name=run_name,
+                image=f"{ctx.service.image_repository}:{version}",
+            )
+        )
+        progress = create_progress_artifact(0.0, description=f"release {version} to {environment}")
+        phases: list[PhaseTiming] = []
+        switched = False
+
+        def step(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+            nonlocal record
+            record = ctx.ledger.write(record.with_changes(current_step=name, phases=tuple(phases)))
+            result = timed(phases, name, fn, *args, **kw)
+            update_progress_artifact(progress, 100.0 * (PHASES.index(name) + 1) / len(PHASES))
+            return result
+
+        try:
+            with transaction() as txn:
+                built = step(
+                    "build-image",
+                    build_image,
+                    ctx.service,
+                    version,
+                    ctx.target.engine_url,
+                    revision,
+                )
+                pushed = step("push-image", push_image, built, ctx.target.engine_url, ctx.registry)
+                record = ctx.ledger.write(
+                    record.with_changes(digest=pushed.digest, image=pushed.reference)
+                )
+                deployment = step(
+                    "deploy", deploy, ctx.target, ctx.service, version, pushed, run_id, ctx.registry
+                )
+                switched = True
+                step(
+                    "smoke-check",
+                    smoke_check,
+                    deployment.url,
+                    ctx.service,
+                    version,
+                    smoke_deadline_s,
+                )
+            if txn.is_rolled_back():
+                raise ReleaseRolledBack(
+                    "the release transaction was rolled back after a failed attempt"
+                )
+        except Exception as exc:
+            failed = (
+                getattr(exc, "step", None)
+                if isinstance(exc, ShipyardError)
+                else record.current_step
+            )
+            previous = deployment.previous.version if switched and deployment.previous else None
+            finish(
+                ctx,
+                record,
+                outcome=Outcome.ROLLED_BACK if switched else Outcome.FAILED,
+                failed_step=failed or record.current_step,
+                reason=f"{type(exc).__name__}: {exc}",
+                phases=tuple(phases),
+                rolled_back_to=previous,
+            )
+            raise
+        record = ctx.ledger.write(
+            record.with_changes(
+                outcome=Outcome.SUCCEEDED, phases=tuple(phases), current_step="finalize"
+            )
+        )
+        step("finalize", finalize, ctx, deployment)
+        return finish(ctx, record, phases=tuple(phases), current_step=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a release locally (no deployment needed).")
+    parser.add_argument("version")
+    parser.add_argument("--environment", default="staging")
+    parser.add_argument("--service", default="congress-api")
+    parser.add_argument("--target")
+    parser.add_argument("--registry")
+    parser.add_argument("--notifier")
+    parser.add_argument("--trigger", default="cli")
+    args = parser.parse_args(argv)
+    try:
+        record = release(
+            args.version,
+            environment=args.environment,
+            service=args.service,
+            target=args.target,
+            registry=args.registry,
+            notifier=args.notifier,
+            trigger=args.trigger,
+        )
+    except ShipyardError as exc:
+        print(f"release failed: {exc}", file=sys.stderr)
+        return 1
+    print(record.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

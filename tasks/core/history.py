@@ -1,0 +1,107 @@
+"""Decisions over the release ledger: what is serving, what to roll back to, what to prune."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tasks.core.errors import RollbackRefused
+from tasks.core.models import Outcome, ReleaseRecord
+
+SERVING = (Outcome.SUCCEEDED,)
+
+
+def serving_timeline(records: Sequence[ReleaseRecord]) -> list[ReleaseRecord]:
+    """Records that put a version into service, oldest first."""
+    return [r for r in records if r.outcome in SERVING and r.digest]
+
+
+def current(records: Sequence[ReleaseRecord]) -> ReleaseRecord | None:
+    timeline = serving_timeline(records)
+    return timeline[-1] if timeline else None
+
+
+def in_progress(records: Sequence[ReleaseRecord]) -> list[ReleaseRecord]:
+    return [r for r in records if r.outcome == Outcome.IN_PROGRESS]
+
+
+def bad_versions(records: Sequence[ReleaseRecord]) -> set[str]:
+    return {r.version for r in records if r.marked_bad}
+
+
+def resolve_rollback_target(
+    records: Sequence[ReleaseRecord], to: str, retained: set[str]
+) -> ReleaseRecord:
+    """Pick the release to restore.
+
+    `to` is "previous" (the version that served before the current one),
+    "last-good" (the newest successful version not since marked bad) or a
+    version. `retained` holds the versions whose image still exists; a target
+    outside it is refused rather than rebuilt, because a rollback must run the
+    exact bytes that were tested.
+    """
+    timeline = serving_timeline(records)
+    now = timeline[-1] if timeline else None
+    if now is None:
+        raise RollbackRefused(
+            "nothing has been released to this environment yet",
+            hint="run the release flow first",
+        )
+    target: ReleaseRecord | None = None
+    if to == "previous":
+        for rec in reversed(timeline[:-1]):
+            if rec.version != now.version:
+                target = rec
+                break
+        if target is None:
+            raise RollbackRefused(f"no release before {now.version} to roll back to")
+    elif to == "last-good":
+        bad = bad_versions(records) | {now.version}
+        for rec in reversed(timeline):
+            if rec.version not in bad:
+                target = rec
+                break
+        if target is None:
+            raise RollbackRefused("no earlier successful release that is not marked bad")
+    else:
+        for rec in reversed(timeline):
+            if rec.version == to:
+                target = rec
+                break
+        if target is None:
+            known = ", ".join(dict.fromkeys(r.version for r in reversed(timeline))) or "none"
+            raise RollbackRefused(
+                f"version {to!r} was never released successfully here",
+                hint=f"released versions, newest first: {known}",
+            )
+    if target.version == now.version:
+        raise RollbackRefused(f"{target.version} is already serving")
+    if target.version not in retained:
+        raise RollbackRefused(
+            f"the image of {target.version} ({target.digest}) has been pruned",
+            hint=f"retained versions: {', '.join(sorted(retained)) or 'none'}; "
+            "release it again to rebuild it",
+        )
+    return target
+
+
+def retained_versions(records: Sequence[ReleaseRecord], keep: int) -> list[str]:
+    """The newest `keep` distinct successful versions, newest first."""
+    out: list[str] = []
+    for rec in reversed(serving_timeline(records)):
+        if rec.version not in out:
+            out.append(rec.version)
+        if len(out) == keep:
+            break
+    return out
+
+
+def prune_versions(records: Sequence[ReleaseRecord], keep: int) -> list[ReleaseRecord]:
+    """Successful releases whose images fall outside retention (one record per digest)."""
+    keep_set = set(retained_versions(records, keep))
+    seen: set[str] = set()
+    out = []
+    for rec in serving_timeline(records):
+        if rec.version not in keep_set and rec.digest and rec.digest not in seen:
+            seen.add(rec.digest)
+            out.append(rec)
+    return out

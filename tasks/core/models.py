@@ -1,0 +1,125 @@
+"""Typed, frozen results passed between tasks, hooks, records and artifacts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BuiltImage(Frozen):
+    repository: str
+    tag: str
+    image_id: str
+    labels: dict[str, str]
+    seconds: float
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class PushedImage(Frozen):
+    repository: str
+    tag: str
+    digest: str
+    image_id: str
+
+    @property
+    def reference(self) -> str:
+        """Digest reference: immutable, so a rollback runs exactly what was tested."""
+        return f"{self.repository}@{self.digest}"
+
+
+class Instance(Frozen):
+    """One running copy of a version on a target (a container, a task set, a revision)."""
+
+    id: str
+    name: str
+    version: str
+    digest: str
+    address: str
+    slot: str
+
+
+class Deployment(Frozen):
+    target: str
+    service: str
+    environment: str
+    version: str
+    digest: str
+    instance: Instance
+    previous: Instance | None = None
+    url: str
+
+
+class CheckResult(Frozen):
+    name: str
+    passed: bool
+    observed: str
+    expected: str
+
+
+class SmokeResult(Frozen):
+    url: str
+    version: str
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+
+class Outcome(StrEnum):
+    IN_PROGRESS = "in-progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+
+
+class PhaseTiming(Frozen):
+    name: str
+    seconds: float
+    ok: bool
+
+
+class ReleaseRecord(Frozen):
+    """What every release or rollback leaves behind; the rollback flow reads these."""
+
+    release_id: str
+    kind: str = "release"  # "release" | "rollback" | "recovery"
+    service: str
+    environment: str
+    version: str
+    digest: str | None = None
+    image: str | None = None
+    trigger: str = "manual"
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    phases: tuple[PhaseTiming, ...] = ()
+    outcome: Outcome = Outcome.IN_PROGRESS
+    current_step: str | None = None
+    failed_step: str | None = None
+    reason: str | None = None
+    rolled_back_to: str | None = None
+    marked_bad: bool = False
+
+    def with_changes(self, **changes: object) -> ReleaseRecord:
+        return self.model_copy(update=changes)

@@ -1,0 +1,24 @@
+"""notify: tell people how a release ended, through a Prefect notification block."""
+
+from __future__ import annotations
+
+from prefect.blocks.abstract import NotificationBlock
+from prefect.logging import get_logger
+
+from tasks.core.messages import notification
+from tasks.core.models import ReleaseRecord
+from tasks.core.redact import redact
+
+
+def send(block: NotificationBlock | None, record: ReleaseRecord, secrets: list[str]) -> bool:
+    """Send and report success; never raises, because it runs inside failure hooks too."""
+    if block is None:
+        return False
+    subject, body = notification(record)
+    try:
+        with block.raise_on_failure():
+            block.notify(body=redact(body, secrets), subject=redact(subject, secrets))
+        return True
+    except Exception as exc:  # noqa: BLE001 - a lost notification must not fail the release
+        get_logger("shipyard.notify").error("notification failed: %s", redact(str(exc), secrets))
+        return False

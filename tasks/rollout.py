@@ -1,0 +1,95 @@
+"""deploy / restore: move traffic to a version on a target, undone by the hook below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import Transaction, get_transaction
+
+from blocks.docker_host import DockerHostTarget
+from blocks.service import ServiceSpec
+from tasks.core.models import Deployment, PushedImage
+from tasks.deploy.docker_host import registry_auth_config
+
+
+def _remember(
+    target: DockerHostTarget, service: ServiceSpec, registry: Any, deployment: Deployment
+) -> None:
+    txn = get_transaction()
+    if txn is not None:
+        txn.set("deployment", deployment)
+        txn.set("target_block", target)
+        txn.set("service_block", service)
+        txn.set("registry_block", registry)
+
+
+@task(name="deploy", cache_policy=NO_CACHE)
+def deploy(
+    target: DockerHostTarget,
+    service: ServiceSpec,
+    version: str,
+    image: PushedImage,
+    release_id: str,
+    registry: Any | None = None,
+) -> Deployment:
+    client = target.get_client(registry_auth_config(registry))
+    deployment = client.deploy(service, version, image, release_id)
+    _remember(target, service, registry, deployment)
+    get_run_logger().info(
+        "%s %s serving from %s (%s); previous %s kept warm",
+        service.name,
+        version,
+        deployment.instance.name,
+        deployment.instance.address,
+        deployment.previous.name if deployment.previous else "none",
+    )
+    return deployment
+
+
+@deploy.on_rollback
+def undo_deploy(txn: Transaction) -> None:
+    """Traffic back to the previous version, new container removed; idempotent, never raises."""
+    _undo(txn)
+
+
+@task(name="restore", cache_policy=NO_CACHE)
+def restore(
+    target: DockerHostTarget,
+    service: ServiceSpec,
+    version: str,
+    image_ref: str,
+    digest: str,
+    release_id: str,
+    registry: Any | None = None,
+) -> Deployment:
+    client = target.get_client(registry_auth_config(registry))
+    deployment = client.restore(service, version, image_ref, digest, release_id)
+    _remember(target, service, registry, deployment)
+    return deployment
+
+
+@restore.on_rollback
+def undo_restore(txn: Transaction) -> None:
+    _undo(txn)
+
+
+def _undo(txn: Transaction) -> None:
+    from prefect.logging import get_logger
+
+    log = get_logger("shipyard.rollback")
+    try:
+        deployment: Deployment | None = txn.get("deployment", None)
+        if deployment is None:
+            return
+        target: DockerHostTarget = txn.get("target_block")
+        client = target.get_client(registry_auth_config(txn.get("registry_block", None)))
+        client.undo(deployment, txn.get("service_block"))
+        log.warning(
+            "rolled back %s: traffic on %s",
+            deployment.version,
+            deployment.previous.version if deployment.previous else "nothing",
+        )
+    except Exception as exc:  # noqa: BLE001 - a rollback hook must never raise
+        log.error("rollback hook failed: %s", exc)

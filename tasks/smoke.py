@@ -1,0 +1,67 @@
+"""smoke-check: the new version answers, through the edge proxy, as itself."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from blocks.service import ServiceSpec
+from tasks.core.errors import SmokeCheckFailed
+from tasks.core.messages import smoke_failure_reason
+from tasks.core.models import CheckResult, SmokeResult
+from tasks.core.smoke import evaluate_health, evaluate_path
+
+
+def run_checks(url: str, service: ServiceSpec, version: str, client: httpx.Client) -> SmokeResult:
+    checks: list[CheckResult] = []
+    try:
+        resp = client.get(url + service.health_path)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        checks += evaluate_health(resp.status_code, body, resp.headers, version)
+    except httpx.HTTPError as exc:
+        checks.append(
+            CheckResult(name="health", passed=False, observed=type(exc).__name__, expected="200")
+        )
+    for path in service.smoke_paths:
+        try:
+            resp = client.get(url + path)
+            checks.append(evaluate_path(path, resp.status_code, resp.headers, version))
+        except httpx.HTTPError as exc:
+            checks.append(
+                CheckResult(
+                    name=f"GET {path}", passed=False, observed=type(exc).__name__, expected="2xx"
+                )
+            )
+    return SmokeResult(url=url, version=version, checks=tuple(checks))
+
+
+@task(name="smoke-check", cache_policy=NO_CACHE)
+def smoke_check(
+    url: str, service: ServiceSpec, version: str, deadline_s: float = 20.0
+) -> SmokeResult:
+    """Retry until the checks pass or the deadline, then one strict pass decides."""
+    logger = get_run_logger()
+    deadline = time.monotonic() + deadline_s
+    with httpx.Client(timeout=5.0) as client:
+        result = run_checks(url, service, version, client)
+        while not result.passed and time.monotonic() < deadline:
+            time.sleep(0.5)
+            result = run_checks(url, service, version, client)
+        if result.passed:
+            result = run_checks(url, service, version, client)
+    create_table_artifact(
+        key=f"smoke-{service.name}",
+        table=[c.model_dump() for c in result.checks],
+        description=f"Smoke checks of {service.name} {version} at {url}",
+    )
+    if not result.passed:
+        raise SmokeCheckFailed(f"smoke check of {version} failed: {smoke_failure_reason(result)}")
+    logger.info("smoke check of %s passed (%d checks)", version, len(result.checks))
+    return result
