@@ -76,8 +76,9 @@ class DockerHostTarget(Block):
             raise ConfigError("target.public_url", "must start with http:// or https://")
         validate.positive(self.health_timeout_s, "target.health_timeout_s")
 
-    def get_client(self) -> DockerHost:
+    def get_client(self, registry_auth: dict[str, str] | None = None) -> DockerHost:
+        """The `DeployTarget` for this host; `registry_auth` lets it pull retained images."""
         from tasks.deploy.docker_host import DockerHost
 
         self.validate_target()
-        return DockerHost(self)
+        return DockerHost(self, registry_auth)

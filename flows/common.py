@@ -39,7 +39,7 @@ from tasks.ledger import Ledger
 from tasks.notify import send
 
 T = TypeVar("T")
-LOCK_LEASE_S = 30.0
+LOCK_LEASE_S = 60.0  # the server refuses shorter leases
 log = get_logger("shipyard")
 
 
@@ -118,7 +118,7 @@ def lock_holders(environment: str, me: str) -> str:
         for r in runs
         if str(r.id) != me and r.parameters.get("environment") == environment
     ]
-    return "; ".join(names) or "an unknown run (its lease expires within 30 s if it died)"
+    return "; ".join(names) or "an unknown run (its lease expires within 60 s if it died)"
 
 
 def ensure_lock_exists(name: str) -> None:

@@ -3,7 +3,7 @@
 Also runs at the start of every release and rollback; schedule it (see
 prefect.yaml) so an environment heals even when nobody releases. It takes the
 environment lock, so it never races a live release: a run that died holds its
-lease for at most 30 s.
+lease for at most 60 s.
 """
 
 from __future__ import annotations

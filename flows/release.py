@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import Flow, FlowRun, State
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.transactions import transaction
 
 from flows.common import (
@@ -77,7 +78,7 @@ def get_run_logger_safe() -> Any:
     return get_logger("shipyard.release")
 
 
-def on_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
+def on_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
     """Failures inside the transaction are recorded by the flow; this covers the rest."""
     ctx = _hook_context(flow_run)
     if ctx is None:
@@ -121,11 +122,11 @@ def _abandon(flow_run: FlowRun, outcome: Outcome, reason: str) -> None:
         get_run_logger_safe().error("recovery after %s failed: %s", outcome.value, exc)
 
 
-def on_crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+def on_crashed(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
     _abandon(flow_run, Outcome.CRASHED, f"flow run crashed: {state.message}")
 
 
-def on_cancellation(flow: Flow, flow_run: FlowRun, state: State) -> None:
+def on_cancellation(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
     _abandon(flow_run, Outcome.CANCELLED, f"flow run cancelled: {state.message}")
 
 
@@ -184,7 +185,9 @@ def release(
                 image=f"{ctx.service.image_repository}:{version}",
             )
         )
-        progress = create_progress_artifact(0.0, description=f"release {version} to {environment}")
+        progress = cast(
+            UUID, create_progress_artifact(0.0, description=f"release {version} to {environment}")
+        )
         phases: list[PhaseTiming] = []
         switched = False
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from prefect.blocks.abstract import NotificationBlock
 from prefect.logging import get_logger
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tasks.core.messages import notification
 from tasks.core.models import ReleaseRecord
@@ -17,7 +21,10 @@ def send(block: NotificationBlock | None, record: ReleaseRecord, secrets: list[s
     subject, body = notification(record)
     try:
         with block.raise_on_failure():
-            block.notify(body=redact(body, secrets), subject=redact(subject, secrets))
+            # Apprise-based blocks dispatch synchronously here; others return a coroutine.
+            result: Any = block.notify(body=redact(body, secrets), subject=redact(subject, secrets))
+            if inspect.iscoroutine(result):
+                run_coro_as_sync(result)
         return True
     except Exception as exc:  # noqa: BLE001 - a lost notification must not fail the release
         get_logger("shipyard.notify").error("notification failed: %s", redact(str(exc), secrets))

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from app.db import SCHEMA
 
-STATES = "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY".split()  # noqa: E501
-FIRST = "Ada Bea Cal Dee Eli Fay Gus Hal Ida Jon Kim Lou Max Ned Ona Pat Quin Rae Sam Tia Uma Val Wes Xia Yul Zoe".split()  # noqa: E501
-LAST = "Adams Baker Clark Davis Evans Flores Garcia Hall Irwin Jones King Lopez Moore Nash Ortiz Perez Quinn Reed Smith Turner Ueda Vega White Young Zhang O'Neil".split()  # noqa: E501
+STATES = "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY".split()
+FIRST = "Ada Bea Cal Dee Eli Fay Gus Hal Ida Jon Kim Lou Max Ned Ona Pat Quin Rae Sam Tia Uma Val Wes Xia Yul Zoe".split()
+LAST = "Adams Baker Clark Davis Evans Flores Garcia Hall Irwin Jones King Lopez Moore Nash Ortiz Perez Quinn Reed Smith Turner Ueda Vega White Young Zhang O'Neil".split()
 SUBJECTS = ["health", "energy", "taxation", "defense", "education", "agriculture", "transport"]
-WORDS = "act relief reform energy health care tax credit defense education rural transit water safety data privacy".split()  # noqa: E501
+WORDS = "act relief reform energy health care tax credit defense education rural transit water safety data privacy".split()
 
 
 def generate(path: Path, scale: float = 1.0, seed: int = 2025) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ db = Database(DATABASE_URL)
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     if db.kind == "sqlite" and not Path(db.path).exists():
         from app.generate import generate
 
@@ -62,7 +63,7 @@ def health() -> JSONResponse:
     try:
         db.query("SELECT 1 AS ok")
         members = db.query("SELECT count(*) AS n FROM members")[0]["n"]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
         return JSONResponse(
             {"status": "unhealthy", "version": VERSION, "error": type(exc).__name__},
             status_code=503,

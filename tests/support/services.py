@@ -1,0 +1,208 @@
+"""Real services for tests and benchmarks, started as child processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - polling until ready
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout}s ({last})")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class PrefectServer:
+    url: str
+    home: Path
+    proc: subprocess.Popen[Any]
+
+
+def start_prefect_server(home: Path) -> PrefectServer:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    wait_for(lambda: httpx.get(url + "/health", timeout=2).status_code == 200, 90, "prefect server")
+    return PrefectServer(url=url, home=home, proc=proc)
+
+
+@dataclass
+class Registry:
+    address: str
+    username: str
+    password: str
+    root: Path
+    proc: subprocess.Popen[Any]
+
+
+def start_registry(root: Path) -> Registry:
+    root.mkdir(parents=True, exist_ok=True)
+    user, password = "shipyard-ci", "pw-" + secrets.token_hex(12)
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(root / "htpasswd"), user, password],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    (root / "config.yml").write_text(
+        f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  htpasswd:
+    realm: shipyard
+    path: {root}/htpasswd
+"""
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(root / "config.yml")],
+        stdout=open(root / "registry.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401,
+        30,
+        "registry",
+    )
+    return Registry(
+        address=f"127.0.0.1:{port}", username=user, password=password, root=root, proc=proc
+    )
+
+
+@dataclass
+class Proxy:
+    admin: str
+    urls: dict[str, str]
+    proc: subprocess.Popen[Any]
+
+
+def start_haproxy(root: Path, service: str, environments: list[str]) -> Proxy:
+    from tasks.core.haproxy import Route, render_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    admin = f"127.0.0.1:{free_port()}"
+    ports = {env: free_port() for env in environments}
+    cfg = render_config(
+        [Route(service, env, f"127.0.0.1:{ports[env]}") for env in environments], admin
+    )
+    (root / "haproxy.cfg").write_text(cfg)
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(root / "haproxy.cfg")],
+        stdout=open(root / "haproxy.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    host, port = admin.split(":")
+    wait_for(
+        lambda: socket.create_connection((host, int(port)), timeout=1).close() is None,
+        20,
+        "haproxy",
+    )
+    return Proxy(
+        admin=admin, urls={e: f"http://127.0.0.1:{p}" for e, p in ports.items()}, proc=proc
+    )
+
+
+@dataclass
+class Webhook:
+    url: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def texts(self) -> list[str]:
+        return [json.dumps(m) for m in self.messages]
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
+
+
+def start_webhook() -> Webhook:
+    hook = Webhook(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            hook.messages.append(json.loads(body or b"{}"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook.server = server
+    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    return hook
+
+
+def service_copy(dest: Path) -> Path:
+    """A private, editable build context (tests inject faults into it)."""
+    src = ROOT / "examples" / "service"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.db*"))
+    return dest
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
