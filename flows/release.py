@@ -31,7 +31,7 @@ from tasks.core import history, validate
 from tasks.core.errors import ReleaseRolledBack, ShipyardError
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
 from tasks.notify import send
-from tasks.registry import push_image
+from tasks.registry import find_released_image, push_image
 from tasks.rollout import deploy
 from tasks.smoke import smoke_check
 
@@ -46,6 +46,10 @@ def finalize(ctx: Context, deployment: Any) -> list[str]:
     records = ctx.ledger.records()
     keep = history.retained_versions(records, ctx.service.keep_releases)
     keep_digests = {r.digest for r in records if r.version in keep and r.digest}
+    # what another environment still retains stays too
+    for env_records in _by_environment(ctx.ledger.all_environments()).values():
+        kept = history.retained_versions(env_records, ctx.service.keep_releases)
+        keep_digests |= {r.digest for r in env_records if r.version in kept and r.digest}
     removed = ctx.client().finalize(ctx.service, deployment, keep_digests)
     if ctx.service.prune_registry:
         api, name = registry_api(ctx.service.image_repository, ctx.registry)
@@ -59,6 +63,13 @@ def finalize(ctx: Context, deployment: Any) -> list[str]:
     if removed:
         get_run_logger().info("pruned: %s", "; ".join(removed))
     return removed
+
+
+def _by_environment(records: list[ReleaseRecord]) -> dict[str, list[ReleaseRecord]]:
+    out: dict[str, list[ReleaseRecord]] = {}
+    for r in records:
+        out.setdefault(r.environment, []).append(r)
+    return out
 
 
 def _hook_context(flow_run: FlowRun) -> Context | None:
@@ -148,12 +159,15 @@ def release(
     trigger: str = "manual",
     lock_timeout_s: float = 600.0,
     smoke_deadline_s: float = 20.0,
+    rebuild: bool = False,
 ) -> ReleaseRecord:
     """Release `version` of `service` to `environment`; the previous version keeps serving on failure.
 
     Block names: `service` (Shipyard Service), `target` (Shipyard Docker Host,
     defaults to the environment name), `registry` (Docker Registry
     Credentials), `notifier` ("<block-type-slug>/<name>", any notification block).
+    A version already in the registry is promoted (same digest), not rebuilt,
+    unless `rebuild` is set.
     """
     validate.version(version)
     ctx = load_context(environment, service, target, registry, notifier)
@@ -200,15 +214,23 @@ def release(
 
         try:
             with transaction() as txn:
-                built = step(
-                    "build-image",
-                    build_image,
-                    ctx.service,
-                    version,
-                    ctx.target.engine_url,
-                    revision,
-                )
-                pushed = step("push-image", push_image, built, ctx.target.engine_url, ctx.registry)
+                pushed = None
+                if not rebuild:
+                    pushed = find_released_image(
+                        ctx.service.image_repository, version, ctx.registry
+                    )
+                if pushed is None:
+                    built = step(
+                        "build-image",
+                        build_image,
+                        ctx.service,
+                        version,
+                        ctx.target.engine_url,
+                        revision,
+                    )
+                    pushed = step(
+                        "push-image", push_image, built, ctx.target.engine_url, ctx.registry
+                    )
                 record = ctx.ledger.write(
                     record.with_changes(digest=pushed.digest, image=pushed.reference)
                 )
@@ -263,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry")
     parser.add_argument("--notifier")
     parser.add_argument("--trigger", default="cli")
+    parser.add_argument("--lock-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     try:
         record = release(
@@ -273,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             registry=args.registry,
             notifier=args.notifier,
             trigger=args.trigger,
+            lock_timeout_s=args.lock_timeout,
         )
     except ShipyardError as exc:
         print(f"release failed: {exc}", file=sys.stderr)

@@ -48,6 +48,19 @@ class Ledger:
             os.fsync(fh.fileno())
         return record
 
+    def all_environments(self) -> list[ReleaseRecord]:
+        """Records of this service in every environment sharing the state directory.
+
+        Images are shared between environments on one host (a version is built
+        once and promoted), so retention must consider all of them.
+        """
+        service = self.path.name.split("--", 1)[0]
+        out: list[ReleaseRecord] = []
+        for path in sorted(self.dir.glob(f"{service}--*.jsonl")):
+            env = path.name.split("--", 1)[1].removesuffix(".jsonl")
+            out += Ledger(str(self.dir), service, env).records()
+        return out
+
     def get(self, release_id: str) -> ReleaseRecord | None:
         for rec in self.records():
             if rec.release_id == release_id:

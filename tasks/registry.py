@@ -151,3 +151,29 @@ def push_image(built: BuiltImage, engine_url: str, credentials: Any | None = Non
     return PushedImage(
         repository=built.repository, tag=built.tag, digest=digest, image_id=built.image_id
     )
+
+
+@task(name="promote-image", cache_policy=NO_CACHE)
+def find_released_image(
+    repository: str, version: str, credentials: Any | None = None
+) -> PushedImage | None:
+    """The image already pushed for `version`, if any: build once, promote everywhere.
+
+    Rebuilding the same version for another environment would give a new digest
+    (build timestamps differ) and race the first push on the same tag.
+    """
+    api, name = registry_api(repository, credentials)
+    secrets = [credentials.password.get_secret_value()] if credentials else []
+    try:
+        digest = api.manifest_digest(name, version)
+    except httpx.HTTPError as exc:
+        raise RegistryError(
+            redact(f"cannot query the registry for {repository}:{version}: {exc}", secrets),
+            hint="is the registry up and reachable from the worker?",
+        ) from exc
+    if digest is None:
+        return None
+    get_run_logger().info(
+        "%s:%s is already in the registry as %s: promoting it", repository, version, digest
+    )
+    return PushedImage(repository=repository, tag=version, digest=digest, image_id="")

@@ -330,13 +330,14 @@ class DockerHost:
                     removed.append(f"container {c.name}")
                 except DockerException as exc:
                     log.warning("could not remove %s: %s", c.name, exc)
-        used = {c.image.id for c in self._containers(service) if c.image is not None}
+        # any container on the host, of any environment, pins its image
+        used = {c.attrs.get("Image") for c in self.client.containers.list(all=True)}
         for image in self.client.images.list(filters={"label": f"{LABEL}.service={service.name}"}):
             digests = {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests", []) if "@" in d}
             if image.id in used or not digests or digests & keep_digests:
                 continue
             try:
-                self.client.images.remove(image.id, force=True)
+                self.client.images.remove(image.id, force=False)
                 removed.append(f"image {', '.join(sorted(digests))}")
             except DockerException as exc:
                 log.warning("could not remove image %s: %s", image.id, exc)

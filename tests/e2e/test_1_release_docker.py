@@ -191,7 +191,11 @@ def test_secrets_never_leak(stack, prefect_server):
     # the test itself can find them where they must be: in the container environment
     import docker
 
-    env = docker.from_env().containers.list(filters={"label": f"io.shipyard.service={stack.service}"})[0].attrs
+    env = (
+        docker.from_env()
+        .containers.list(filters={"label": f"io.shipyard.service={stack.service}"})[0]
+        .attrs
+    )
     assert stack.secret_value in str(env["Config"]["Env"])
     for needle in needles:
         leaks = [h[:200] for h in haystacks if needle in h]

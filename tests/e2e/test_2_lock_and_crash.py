@@ -1,0 +1,115 @@
+"""The environment lock, and the recovery path after a release process is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import Stack
+from tests.e2e.test_1_release_docker import records, served_version
+
+
+def start_release(stack: Stack, version: str, env: str = "staging") -> subprocess.Popen[bytes]:
+    p = stack.params(env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.release",
+            version,
+            "--environment",
+            env,
+            "--service",
+            p["service"],
+            "--target",
+            p["target"],
+            "--registry",
+            p["registry"],
+            "--notifier",
+            p["notifier"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_in_progress(
+    stack: Stack, version: str, env: str = "staging", step: str | None = None, timeout: float = 120
+):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in records(stack, env):
+            if (
+                r.version == version
+                and r.outcome == "in-progress"
+                and (step is None or r.current_step == step)
+            ):
+                return r
+        time.sleep(0.1)
+    raise AssertionError(f"{version} never reached {step or 'in-progress'}")
+
+
+def test_second_release_is_refused_naming_holder_and_other_environment_runs_in_parallel(stack):
+    from flows.release import release
+    from tasks.core.errors import ReleaseLocked
+
+    holder = start_release(stack, "v7")
+    try:
+        held = wait_in_progress(stack, "v7")
+        with pytest.raises(ReleaseLocked) as err:
+            release("v8", lock_timeout_s=1, **stack.params())
+        assert held.flow_run_name and held.flow_run_name in str(err.value)
+        assert "locked by" in str(err.value)
+        # once staging has pushed v7, production promotes the same digest while staging still runs
+        wait_in_progress(stack, "v7", step="deploy")
+        production = release("v7", **stack.params("production"))
+        assert holder.wait(300) == 0, holder.stdout.read().decode()[-3000:] if holder.stdout else ""
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    staging = next(r for r in records(stack) if r.version == "v7")
+    assert staging.outcome == "succeeded" and production.outcome == "succeeded"
+    # the two environments' releases overlapped in time
+    assert (
+        production.started_at < staging.finished_at and staging.started_at < production.finished_at
+    )
+    assert served_version(stack, "staging") == "v7" and served_version(stack, "production") == "v7"
+    assert not any(r.version == "v8" for r in records(stack))
+    assert production.digest == staging.digest
+    assert production.phases[0].name == "deploy"  # promoted: no build, no push
+
+
+def test_sigkill_during_deploy_then_recover_restores_previous(stack, docker_client):
+    from flows.recover import recover
+
+    before = served_version(stack)
+    proc = start_release(stack, "v9")
+    try:
+        rec = wait_in_progress(stack, "v9", step="deploy")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = docker_client.containers.list(
+                all=True, filters={"label": f"io.shipyard.release={rec.release_id}"}
+            )
+            if found:
+                break
+            time.sleep(0.05)
+        assert found, "the release never started its container"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    actions = recover(lock_timeout_s=150, **{k: v for k, v in stack.params().items()})
+    assert served_version(stack) == before
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"io.shipyard.release={rec.release_id}"}
+    )
+    crashed = next(r for r in records(stack) if r.release_id == rec.release_id)
+    assert crashed.outcome == "crashed" and crashed.failed_step == "deploy"
+    assert any("removed" in a for a in actions)
