@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -67,9 +68,13 @@ def main() -> int:
             state_dir=str(home / "state"),
         ).save("staging", overwrite=True)
         CustomWebhookNotificationBlock(
-            name="ops", url=webhook.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+            name="ops",
+            url=webhook.url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            headers=None,
+            cookies=None,
         ).save("ops", overwrite=True)
-        params = {
+        params: dict[str, Any] = {
             "environment": "staging",
             "service": "congress-api",
             "target": "staging",

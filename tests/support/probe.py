@@ -56,7 +56,7 @@ class Probe:
                     with self._lock:
                         if resp.status_code == 200:
                             self.result.ok += 1
-                            self.result.versions.append((time.monotonic(), version))
+                            self.result.versions.append((time.time(), version))
                         else:
                             self.result.failed += 1
                             self.result.errors[f"HTTP {resp.status_code}"] += 1

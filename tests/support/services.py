@@ -153,11 +153,12 @@ def start_haproxy(root: Path, service: str, environments: list[str]) -> Proxy:
         stderr=subprocess.STDOUT,
     )
     host, port = admin.split(":")
-    wait_for(
-        lambda: socket.create_connection((host, int(port)), timeout=1).close() is None,
-        20,
-        "haproxy",
-    )
+
+    def accepting() -> bool:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+
+    wait_for(accepting, 20, "haproxy")
     return Proxy(
         admin=admin, urls={e: f"http://127.0.0.1:{p}" for e, p in ports.items()}, proc=proc
     )
