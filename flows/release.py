@@ -50,7 +50,13 @@ def finalize(ctx: Context, deployment: Any) -> list[str]:
     for env_records in _by_environment(ctx.ledger.all_environments()).values():
         kept = history.retained_versions(env_records, ctx.service.keep_releases)
         keep_digests |= {r.digest for r in env_records if r.version in kept and r.digest}
-    removed = ctx.client().finalize(ctx.service, deployment, keep_digests)
+    try:
+        removed = ctx.client().finalize(ctx.service, deployment, keep_digests)
+    except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the release is already verified
+        get_run_logger().warning(
+            "pruning failed (the release stands; maintenance retries): %s", exc
+        )
+        return []
     if ctx.service.prune_registry:
         api, name = registry_api(ctx.service.image_repository, ctx.registry)
         for rec in history.prune_versions(records, ctx.service.keep_releases):

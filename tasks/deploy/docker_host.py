@@ -72,7 +72,7 @@ class DockerHost:
         filters = {
             "label": [f"{LABEL}.service={service.name}", f"{LABEL}.environment={self.environment}"]
         }
-        return list(self.client.containers.list(all=all, filters=filters))
+        return list(self.client.containers.list(all=all, filters=filters, ignore_removed=True))
 
     def _published(self, container: Container, service: ServiceSpec) -> tuple[str, int] | None:
         ports = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
@@ -331,16 +331,18 @@ class DockerHost:
                 except DockerException as exc:
                     log.warning("could not remove %s: %s", c.name, exc)
         # any container on the host, of any environment, pins its image
-        used = {c.attrs.get("Image") for c in self.client.containers.list(all=True)}
-        for image in self.client.images.list(filters={"label": f"{LABEL}.service={service.name}"}):
-            digests = {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests", []) if "@" in d}
-            if image.id in used or not digests or digests & keep_digests:
+        used = {c.get("ImageID") for c in self.client.api.containers(all=True)}
+        # Low-level listing: no per-image inspect, so an image another environment's
+        # finalize removes meanwhile cannot make this one fail.
+        for image in self.client.api.images(filters={"label": f"{LABEL}.service={service.name}"}):
+            digests = {d.split("@", 1)[1] for d in image.get("RepoDigests") or [] if "@" in d}
+            if image["Id"] in used or not digests or digests & keep_digests:
                 continue
             try:
-                self.client.images.remove(image.id, force=False)
+                self.client.images.remove(image["Id"], force=False)
                 removed.append(f"image {', '.join(sorted(digests))}")
             except DockerException as exc:
-                log.warning("could not remove image %s: %s", image.id, exc)
+                log.warning("could not remove image %s: %s", image["Id"], exc)
         return removed
 
     def retire_standby(self, service: ServiceSpec, older_than_s: float) -> list[str]:

@@ -113,3 +113,27 @@ def test_sigkill_during_deploy_then_recover_restores_previous(stack, docker_clie
     crashed = next(r for r in records(stack) if r.release_id == rec.release_id)
     assert crashed.outcome == "crashed" and crashed.failed_step == "deploy"
     assert any("removed" in a for a in actions)
+
+
+def test_maintenance_stops_standby_after_bake_window_and_rollback_still_works(stack, docker_client):
+    from blocks import DockerHostTarget
+    from flows.maintenance import maintenance
+    from flows.release import release
+    from flows.rollback import rollback
+
+    release("v13", **stack.params("production"))  # v7 stays warm as standby
+    label = {
+        "label": [f"io.shipyard.service={stack.service}", "io.shipyard.environment=production"]
+    }
+    assert len(docker_client.containers.list(filters=label)) == 2
+    block = DockerHostTarget.load(f"{stack.service}-production")
+    block.bake_window_s = 0.5
+    block.save(f"{stack.service}-production", overwrite=True)
+    time.sleep(1)
+    actions = maintenance(**stack.params("production"))
+    assert any("stopped standby" in a and "v7" in a for a in actions)
+    running = docker_client.containers.list(filters=label)
+    assert [c.labels["io.shipyard.version"] for c in running] == ["v13"]
+    # past the bake window rollback starts the retained image again
+    record = rollback(to="previous", **stack.params("production"))
+    assert record.version == "v7" and served_version(stack, "production") == "v7"
