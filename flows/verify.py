@@ -1,0 +1,199 @@
+"""verify: an honest load test gated on k6-style thresholds (issue 4, load part).
+
+`python -m flows.verify load URL [--duration S] [--concurrency N | --rate R]
+[--threshold "p(95) < 100ms" ...] [--json]` prints one JSON object and exits 0
+only if every threshold passes. As a flow it publishes a threshold table, a
+percentile table and a markdown summary with a latency-over-time chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.core.errors import VerifyError
+from tasks.core.thresholds import Threshold, Verdict, evaluate, parse
+from tasks.loadgen import LoadResult, run_load
+
+MAX_DURATION_S = 600.0
+
+
+class ThresholdsFailed(VerifyError):
+    step = "load-test"
+
+
+def _abort_check(thresholds: list[Threshold]) -> Any:
+    """Abort as soon as a threshold is lost for good (the error budget is spent)."""
+
+    def check(result: LoadResult) -> str | None:
+        if result.requests < 50:
+            return None
+        stats = result.stats()
+        for t in thresholds:
+            if t.abort_on_fail and not t.can_still_pass(stats.get(t.metric, 0.0)):
+                return f"{t.expression} already lost (observed {stats[t.metric]:.4g})"
+        return None
+
+    return check
+
+
+def report(result: LoadResult, verdicts: list[Verdict]) -> dict[str, Any]:
+    return {
+        "url": result.url,
+        "model": result.model,
+        "duration_s": round(result.duration_s, 2),
+        "requests": result.requests,
+        "ok": result.ok,
+        "errors": dict(result.errors),
+        "in_flight_at_end": result.in_flight_at_end,
+        "offered_rps": result.offered_rps,
+        "achieved_rps": round(result.achieved_rps, 1),
+        "latency_ms": result.histogram.summary_ms(),
+        "error_rate": round(result.error_rate, 6),
+        "generator": {
+            "cpu_share": round(result.cpu_share, 3),
+            "loop_lag_p99_ms": round(result.lag_p99_ms, 2),
+            "generator_bound": result.generator_bound,
+        },
+        "aborted": result.aborted,
+        "verdicts": [v.model_dump() for v in verdicts],
+        "passed": all(v.passed for v in verdicts) and result.aborted is None,
+    }
+
+
+def chart(result: LoadResult, width: int = 40) -> str:
+    """A text chart of p95 per second that reads at a glance in the Prefect UI."""
+    if not result.timeline:
+        return "(no samples)"
+    top = max(p for _, p, _, _ in result.timeline) or 1.0
+    lines = ["  t(s) |  p95 ms | ok/s | err/s |"]
+    for t, p95, ok, err in result.timeline:
+        bar = "█" * max(1, int(width * p95 / top)) if p95 else ""
+        lines.append(f"{t:6.0f} | {p95:7.1f} | {ok:4d} | {err:5d} | {bar}")
+    return "\n".join(lines)
+
+
+@task(name="load-test", cache_policy=NO_CACHE)
+def load_test(
+    url: str,
+    thresholds: list[str],
+    duration_s: float = 30.0,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    abort_early: bool = True,
+) -> dict[str, Any]:
+    parsed = [parse(t) for t in thresholds]  # validate before sending a single request
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise VerifyError(f"duration_s: must be in (0, {MAX_DURATION_S:.0f}]")
+    result = asyncio.run(
+        run_load(
+            url,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            rate=rate,
+            should_abort=_abort_check(parsed) if abort_early else None,
+        )
+    )
+    verdicts = evaluate(parsed, result.stats())
+    out = report(result, verdicts)
+    create_table_artifact(
+        key="load-thresholds",
+        table=[
+            {"threshold": v.threshold, "observed": round(v.observed, 4), "passed": v.passed}
+            for v in verdicts
+        ],
+        description=f"Thresholds for {url}",
+    )
+    create_table_artifact(
+        key="load-latency",
+        table=[{"percentile": k, "ms": v} for k, v in out["latency_ms"].items()],
+        description=f"Latency percentiles for {url}",
+    )
+    flag = (
+        "⚠️ generator-bound: figures understate the server"
+        if result.generator_bound
+        else "generator not saturated"
+    )
+    create_markdown_artifact(
+        key="load-summary",
+        markdown=(
+            f"# Load test of `{url}`: {'✅ passed' if out['passed'] else '❌ failed'}\n\n"
+            f"{result.model} model, {out['requests']} requests in {out['duration_s']} s, "
+            f"{out['achieved_rps']} req/s achieved (offered {result.offered_rps or 'closed loop'}), "
+            f"error rate {out['error_rate']:.4%}, {flag}.\n\n"
+            + (f"**Aborted early:** {result.aborted}\n\n" if result.aborted else "")
+            + "```\n"
+            + chart(result)
+            + "\n```\n"
+        ),
+    )
+    get_run_logger().info("load test of %s: %s", url, "passed" if out["passed"] else "failed")
+    if not out["passed"]:
+        failing = [v.threshold + f" (observed {v.observed:.4g})" for v in verdicts if not v.passed]
+        raise ThresholdsFailed(f"load test failed: {'; '.join(failing) or result.aborted}")
+    return out
+
+
+@flow(name="verify-load", log_prints=True)
+def verify_load(
+    url: str,
+    thresholds: list[str] | None = None,
+    duration_s: float = 30.0,
+    concurrency: int | None = None,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    return load_test(
+        url, thresholds or ["p(95) < 100ms", "error_rate < 0.001"], duration_s, concurrency, rate
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Load-test a URL against thresholds (no Prefect server needed)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load")
+    load.add_argument("url")
+    load.add_argument("--duration", type=float, default=10.0)
+    group = load.add_mutually_exclusive_group()
+    group.add_argument("--concurrency", type=int)
+    group.add_argument("--rate", type=float)
+    load.add_argument("--threshold", action="append", default=[])
+    load.add_argument("--no-abort", action="store_true")
+    load.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    thresholds = [parse(t) for t in args.threshold or ["p(95) < 100ms", "error_rate < 0.001"]]
+    if not 0 < args.duration <= MAX_DURATION_S:
+        parser.error(f"--duration must be in (0, {MAX_DURATION_S:.0f}]")
+    concurrency = args.concurrency if args.rate is None else None
+    if concurrency is None and args.rate is None:
+        concurrency = 10
+    result = asyncio.run(
+        run_load(
+            args.url,
+            duration_s=args.duration,
+            concurrency=concurrency,
+            rate=args.rate,
+            should_abort=None if args.no_abort else _abort_check(thresholds),
+        )
+    )
+    out = report(result, evaluate(thresholds, result.stats()))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        from rich.console import Console
+
+        Console().print_json(json.dumps(out))
+        print(chart(result))
+    return 0 if out["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The load generator and its verdicts against real uvicorn targets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import services
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    port = services.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.targets", str(port)], cwd=services.ROOT
+    )
+    base = f"http://127.0.0.1:{port}"
+    services.wait_for(lambda: httpx.get(base + "/ok", timeout=2).status_code == 200, 30, "target")
+    yield base
+    services.stop(proc)
+
+
+def cli(*args: str) -> tuple[int, dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.verify", "load", *args, "--json"],
+        cwd=services.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_healthy_target_passes_closed_model(target):
+    code, out = cli(
+        target + "/ok",
+        "--duration",
+        "3",
+        "--concurrency",
+        "8",
+        "--threshold",
+        "p(95) < 250ms",
+        "--threshold",
+        "error_rate < 0.001",
+    )
+    assert code == 0, out
+    assert out["passed"] and out["model"] == "closed" and out["errors"] == {}
+    assert out["requests"] > 300 and out["achieved_rps"] > 100
+    assert set(out["latency_ms"]) >= {"p50", "p90", "p95", "p99", "p99.9", "max"}
+    assert set(out["generator"]) == {"cpu_share", "loop_lag_p99_ms", "generator_bound"}
+
+
+def test_slow_endpoint_open_model_latency_and_failed_threshold(target):
+    code, out = cli(
+        target + "/slow",
+        "--duration",
+        "3",
+        "--rate",
+        "20",
+        "--threshold",
+        "p(50) < 150ms",
+        "--threshold",
+        "p(95) < 30ms",
+    )
+    assert code == 1
+    assert out["model"] == "open" and 45 <= out["latency_ms"]["p50"] <= 150
+    assert [v["passed"] for v in out["verdicts"]] == [True, False]
+    assert out["verdicts"][1]["observed"] >= 45
+
+
+def test_flaky_target_breaches_error_budget_and_aborts_early(target):
+    started = time.monotonic()
+    code, out = cli(
+        target + "/flaky",
+        "--duration",
+        "30",
+        "--concurrency",
+        "4",
+        "--threshold",
+        "error_rate < 0.001",
+    )
+    assert code == 1
+    assert out["aborted"] and "error_rate" in out["aborted"]
+    assert time.monotonic() - started < 15  # a bad release is rolled back fast
+    assert out["errors"].get("non_2xx", 0) > 0
+
+
+def test_open_model_shows_queueing_that_closed_model_hides(target):
+    from tasks.loadgen import run_load
+
+    closed = asyncio.run(run_load(target + "/cpu", duration_s=3, concurrency=4))
+    capacity = closed.achieved_rps
+    opened = asyncio.run(run_load(target + "/cpu", duration_s=3, rate=1.5 * capacity, timeout_s=20))
+    closed_p50 = closed.histogram.percentile(50) / 1000
+    open_p50 = opened.histogram.percentile(50) / 1000
+    # the closed loop slows its own sending and reports small latencies;
+    # the open model keeps the schedule and reports the queue that builds up
+    assert open_p50 > 4 * closed_p50, (closed_p50, open_p50, capacity)
+    assert opened.in_flight_at_end + opened.requests == int(3 * 1.5 * capacity)
+
+
+def test_unreachable_target_counts_connection_errors(target):
+    from tasks.loadgen import run_load
+
+    port = services.free_port()
+    result = asyncio.run(run_load(f"http://127.0.0.1:{port}/", duration_s=1, rate=20, timeout_s=1))
+    assert result.ok == 0 and result.errors["connection"] == result.requests > 0
+    assert result.error_rate == 1.0
+
+
+def test_verify_flow_publishes_artifacts_and_fails_on_breach(target, prefect_server):
+    from prefect import get_client
+
+    from flows.verify import ThresholdsFailed, verify_load
+
+    out = verify_load(target + "/ok", ["p(95) < 500ms"], duration_s=2, concurrency=4)
+    assert out["passed"]
+    with pytest.raises(ThresholdsFailed, match=r"p\(95\) < 1ms"):
+        verify_load(target + "/slow", ["p(95) < 1ms"], duration_s=2, rate=10)
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(limit=200)}
+    assert {"load-thresholds", "load-latency", "load-summary"} <= keys
