@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from tasks.core import validate
+from tasks.core.checks import HttpCheck, LoadPolicy
 from tasks.core.errors import ConfigError
 
 
@@ -47,6 +48,15 @@ class ServiceSpec(Block):
     smoke_paths: list[str] = Field(
         default_factory=lambda: ["/members?limit=1"],
         description="Read endpoints that must answer 2xx from the new version before traffic stays on it.",
+    )
+    checks: list[HttpCheck] = Field(
+        default_factory=list,
+        description="Declarative smoke checks (status, JSON values or schema, required headers, CORS, "
+        "max latency) run after every deploy, retried while the version warms up, then strictly.",
+    )
+    load_policy: LoadPolicy | None = Field(
+        default=None,
+        description="Optional SLO gate after the smoke checks; a breached threshold rolls the release back.",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables.")
     secret_env: dict[str, SecretStr] = Field(

@@ -26,6 +26,7 @@ from flows.common import (
     recover,
     timed,
 )
+from flows.verify import load_test
 from tasks.build import build_image
 from tasks.core import history, validate
 from tasks.core.errors import ReleaseRolledBack, ShipyardError
@@ -35,7 +36,7 @@ from tasks.registry import find_released_image, push_image
 from tasks.rollout import deploy
 from tasks.smoke import smoke_check
 
-PHASES = ("build-image", "push-image", "deploy", "smoke-check", "finalize")
+PHASES = ("build-image", "push-image", "deploy", "smoke-check", "load-test", "finalize")
 
 
 @task(name="finalize", cache_policy=NO_CACHE)
@@ -252,6 +253,17 @@ def release(
                     version,
                     smoke_deadline_s,
                 )
+                policy = ctx.service.load_policy
+                if policy is not None:
+                    step(
+                        "load-test",
+                        load_test,
+                        deployment.url + policy.path,
+                        policy.thresholds,
+                        policy.duration_s,
+                        policy.concurrency if policy.rate is None else None,
+                        policy.rate,
+                    )
             if txn.is_rolled_back():
                 raise ReleaseRolledBack(
                     "the release transaction was rolled back after a failed attempt"

@@ -90,6 +90,8 @@ def load_test(
     abort_early: bool = True,
 ) -> dict[str, Any]:
     parsed = [parse(t) for t in thresholds]  # validate before sending a single request
+    if concurrency is None and rate is None:
+        concurrency = 10
     if not 0 < duration_s <= MAX_DURATION_S:
         raise VerifyError(f"duration_s: must be in (0, {MAX_DURATION_S:.0f}]")
     result = asyncio.run(

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from blocks.service import ServiceSpec
+from tasks.core import checks as declarative
 from tasks.core.errors import SmokeCheckFailed
 from tasks.core.messages import smoke_failure_reason
 from tasks.core.models import CheckResult, SmokeResult
@@ -39,7 +40,57 @@ def run_checks(url: str, service: ServiceSpec, version: str, client: httpx.Clien
                     name=f"GET {path}", passed=False, observed=type(exc).__name__, expected="2xx"
                 )
             )
+    checks += run_declarative(url, service.checks, client)
     return SmokeResult(url=url, version=version, checks=tuple(checks))
+
+
+def run_declarative(
+    url: str, checks: list[declarative.HttpCheck], client: httpx.Client
+) -> list[CheckResult]:
+    """Send each declared request (and its CORS probes) once and evaluate the answers."""
+    out: list[CheckResult] = []
+    for check in checks:
+        started = time.perf_counter()
+        try:
+            resp = client.request(
+                check.method, url + check.path, headers=check.headers, json=check.json_body
+            )
+        except httpx.HTTPError as exc:
+            out.append(
+                CheckResult(
+                    name=f"{check.name}: request",
+                    passed=False,
+                    observed=type(exc).__name__,
+                    expected="an answer",
+                )
+            )
+            continue
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        out += declarative.evaluate(check, resp.status_code, resp.headers, body, latency_ms)
+        for origin, allowed in (
+            (check.cors_allowed_origin, True),
+            (check.cors_forbidden_origin, False),
+        ):
+            if origin:
+                try:
+                    probe = client.request(
+                        check.method, url + check.path, headers={**check.headers, "Origin": origin}
+                    )
+                    out.append(declarative.evaluate_cors(check, origin, allowed, probe.headers))
+                except httpx.HTTPError as exc:
+                    out.append(
+                        CheckResult(
+                            name=f"{check.name}: CORS {origin}",
+                            passed=False,
+                            observed=type(exc).__name__,
+                            expected="an answer",
+                        )
+                    )
+    return out
 
 
 @task(name="smoke-check", cache_policy=NO_CACHE)

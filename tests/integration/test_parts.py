@@ -50,17 +50,17 @@ def test_build_labels_and_push_verified_by_registry_api(tiny_image, registry):
     from tasks.registry import find_released_image, push_image, registry_api
 
     repo = f"{registry.address}/it/tiny"
-    built = build_image.fn(
+    built = build_image(
         spec(tiny_image, repo), "t1", "unix:///var/run/docker.sock", revision="abc123"
     )
     labels = docker.from_env().images.get(built.image_id).labels
     assert labels["org.opencontainers.image.revision"] == "abc123"
     assert labels["org.opencontainers.image.version"] == "t1"
-    pushed = push_image.fn(built, "unix:///var/run/docker.sock", creds(registry))
+    pushed = push_image(built, "unix:///var/run/docker.sock", creds(registry))
     api, name = registry_api(repo, creds(registry))
     assert api.manifest_digest(name, "t1") == pushed.digest
-    assert find_released_image.fn(repo, "t1", creds(registry)).digest == pushed.digest
-    assert find_released_image.fn(repo, "nope", creds(registry)) is None
+    assert find_released_image(repo, "t1", creds(registry)).digest == pushed.digest
+    assert find_released_image(repo, "nope", creds(registry)) is None
 
 
 def test_push_with_wrong_password_is_a_clear_error_without_the_password(tiny_image, registry):
@@ -69,11 +69,11 @@ def test_push_with_wrong_password_is_a_clear_error_without_the_password(tiny_ima
     from tasks.registry import push_image
 
     wrong = "wrong-" + registry.password[::-1]
-    built = build_image.fn(
+    built = build_image(
         spec(tiny_image, f"{registry.address}/it/tiny"), "t2", "unix:///var/run/docker.sock"
     )
     with pytest.raises(RegistryError) as err:
-        push_image.fn(built, "unix:///var/run/docker.sock", creds(registry, wrong))
+        push_image(built, "unix:///var/run/docker.sock", creds(registry, wrong))
     text = str(err.value)
     assert "push of" in text and "credentials" in text
     assert wrong not in text and registry.password not in text
@@ -88,7 +88,7 @@ def test_broken_dockerfile_is_a_build_error_with_the_log_tail(docker_client):
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about-to-fail && exit 3\n"
     )
     with pytest.raises(BuildError, match="about-to-fail"):
-        build_image.fn(spec(ctx, "127.0.0.1:1/it/broken"), "b1", "unix:///var/run/docker.sock")
+        build_image(spec(ctx, "127.0.0.1:1/it/broken"), "b1", "unix:///var/run/docker.sock")
 
 
 def test_haproxy_runtime_switches_and_explains_a_missing_backend(proxy):

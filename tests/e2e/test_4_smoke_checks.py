@@ -1,0 +1,83 @@
+"""Declarative smoke checks against the real sample service behind the edge proxy."""
+
+from __future__ import annotations
+
+import httpx
+
+from tasks.core.checks import SECURITY_HEADERS, HttpCheck
+
+
+def test_declarative_checks_pass_on_the_real_service_and_roundtrip_through_the_block(stack):
+    from blocks import ServiceSpec
+    from tasks.smoke import run_declarative
+
+    checks = [
+        HttpCheck(
+            name="health",
+            path="/health",
+            expect_json={"status": "ok"},
+            json_schema={"type": "object", "required": ["status", "version", "members"]},
+            expect_headers=SECURITY_HEADERS,
+            max_latency_ms=2000,
+            cors_allowed_origin="https://app.example.com",
+            cors_forbidden_origin="https://evil.example",
+        ),
+        HttpCheck(
+            name="vote",
+            method="POST",
+            path="/votes",
+            expect_status=[201],
+            json_body={"bill_id": 1, "member_id": 1, "position": "yea", "request_id": "smoke-1"},
+            expect_json={"request_id": "smoke-1"},
+        ),
+    ]
+    spec = ServiceSpec.load(stack.service)
+    spec.checks = checks
+    spec.save("congress-with-checks", overwrite=True)
+    loaded = ServiceSpec.load("congress-with-checks")
+    assert loaded.checks == checks
+    with httpx.Client(timeout=10) as client:
+        results = run_declarative(stack.proxy.urls["staging"], loaded.checks, client)
+    assert results and all(r.passed for r in results), [r for r in results if not r.passed]
+    assert any("CORS refuses https://evil.example" in r.name for r in results)
+
+
+def test_failing_declarative_check_names_the_difference(stack):
+    from tasks.smoke import run_declarative
+
+    check = HttpCheck(
+        name="members",
+        path="/members?limit=1",
+        expect_json={"0.party": "X"},
+        expect_headers={"x-frame-options": None},
+    )
+    with httpx.Client(timeout=10) as client:
+        results = run_declarative(stack.proxy.urls["staging"], [check], client)
+    failed = {r.name: r for r in results if not r.passed}
+    assert set(failed) == {"members: json 0.party", "members: header x-frame-options"}
+    assert failed["members: header x-frame-options"].observed == "<missing>"
+
+
+def test_breached_slo_rolls_the_release_back_and_names_the_threshold(stack):
+    import pytest
+
+    from blocks import ServiceSpec
+    from flows.release import release
+    from tasks.core.checks import LoadPolicy
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    before = served_version(stack)
+    spec = ServiceSpec.load(stack.service)
+    spec.load_policy = LoadPolicy(
+        path="/members?limit=5",
+        duration_s=3,
+        concurrency=4,
+        thresholds=["p(95) < 0.01ms", "error_rate < 0.001"],
+    )
+    spec.save("congress-slo", overwrite=True)
+    with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
+        release("v14", **stack.params(service="congress-slo"))
+    assert served_version(stack) == before
+    rec = records(stack)[-1]
+    assert rec.version == "v14" and rec.outcome == "rolled-back" and rec.failed_step == "load-test"
+    assert "p(95) < 0.01ms" in stack.webhook.texts()[-1]
