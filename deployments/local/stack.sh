@@ -19,7 +19,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install() {
-  local pkgs="docker.io docker-registry haproxy apache2-utils debootstrap postgresql-15 git curl ca-certificates"
+  local pkgs="docker.io docker-registry haproxy apache2-utils debootstrap postgresql-15 wrk git curl ca-certificates"
   local missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
