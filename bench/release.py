@@ -108,6 +108,7 @@ def main() -> int:
             time.sleep(1)
         failed = probe.result.failed
         served = probe.result.ok
+        failures: dict[str, dict[str, int]] = {"release": dict(probe.result.errors)}
         phases_s = sum(p.seconds for p in rec.phases)
 
         main_py = context / "app" / "main.py"
@@ -126,6 +127,8 @@ def main() -> int:
             main_py.write_text(original)
             failed += probe.result.failed
             served += probe.result.ok
+            if probe.result.errors:
+                failures[f"failed-release-{i}"] = dict(probe.result.errors)
             run_id = ledger.records()[-1].release_id
             with get_client(sync_client=True) as client:
                 tasks = client.read_task_runs(
@@ -149,6 +152,7 @@ def main() -> int:
             time.sleep(1)
         failed += probe.result.failed
         served += probe.result.ok
+        failures["rollback-flow"] = dict(probe.result.errors)
 
         ttr.sort()
         p95 = ttr[min(len(ttr) - 1, round(0.95 * (len(ttr) - 1)))]
@@ -159,6 +163,7 @@ def main() -> int:
                     "time_to_rollback_s": [round(x, 3) for x in ttr],
                     "time_to_rollback_median_s": round(statistics.median(ttr), 3),
                     "failed_requests": failed,
+                    "failures_by_phase": {k: v for k, v in failures.items() if v},
                     "requests_served": served,
                     "connections": args.connections,
                     "release_s": round(release_s, 2),

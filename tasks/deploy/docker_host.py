@@ -216,6 +216,24 @@ class DockerHost:
         except NotFound:
             pass
 
+    def _retire(self, container_id: str) -> None:
+        """Remove a container that took traffic: drain, then SIGTERM, then remove.
+
+        The route has already moved away; requests still in flight on this
+        container finish during the drain and the graceful stop, instead of
+        being cut (a force-remove right after the switch loses them).
+        """
+        try:
+            container = self.client.containers.get(container_id)
+        except NotFound:
+            return
+        time.sleep(self.block.drain_s)
+        try:
+            container.stop(timeout=self.block.stop_timeout_s)
+        except DockerException as exc:
+            log.warning("graceful stop of %s failed: %s", container.name, exc)
+        self._remove(container_id)
+
     # -- the DeployTarget operations -----------------------------------------------------
 
     def _bring_up(
@@ -243,7 +261,7 @@ class DockerHost:
         except Exception:
             if started is not None:
                 self._restore_route(service, previous)
-                self._remove(started.id or "")
+                self._retire(started.id or "")
             raise
         container.reload()
         return Deployment(
@@ -293,7 +311,7 @@ class DockerHost:
             log.error("undo of %s: could not restore the route: %s", deployment.version, exc)
         try:
             if deployment.previous is None or deployment.instance.id != deployment.previous.id:
-                self._remove(deployment.instance.id)
+                self._retire(deployment.instance.id)
         except Exception as exc:  # noqa: BLE001 - undo must never raise
             log.error(
                 "undo of %s: could not remove %s: %s",
@@ -310,7 +328,7 @@ class DockerHost:
             if c.labels.get(f"{LABEL}.release") == release_id and (
                 serving is None or c.id != serving.id
             ):
-                self._remove(c.id or "")
+                self._retire(c.id or "")
                 removed.append(c.name or "")
         return removed
 
