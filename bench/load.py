@@ -123,6 +123,11 @@ def main() -> int:
         pred_p50 = service_ms + 0.5 * 0.5 * T * 1000
         pred_p99 = service_ms + 0.5 * 0.99 * T * 1000
         p50, p99 = over.histogram.percentile(50) / 1000, over.histogram.percentile(99) / 1000
+        # the same model with the throughput the server actually sustained under overload
+        mu_over = over.requests / over.duration_s
+        growth = 1.5 * capacity / mu_over - 1
+        pred2_p50 = service_ms + growth * 0.5 * T * 1000
+        pred2_p99 = service_ms + growth * 0.99 * T * 1000
         ours_per_core = ours.achieved_rps / max(ours.cpu_share, 1e-6)
         locust_per_core = loc["rps"] / max(loc["cpu_share"], 1e-6)
         print(
@@ -152,6 +157,11 @@ def main() -> int:
                     "overload_p50_vs_model": round(p50 / pred_p50, 3),
                     "overload_p99_vs_model": round(p99 / pred_p99, 3),
                     "overload_in_flight_at_end": over.in_flight_at_end,
+                    "overload_sustained_rps": round(mu_over),
+                    "model_sustained_p50_ms": round(pred2_p50),
+                    "model_sustained_p99_ms": round(pred2_p99),
+                    "overload_p50_vs_sustained_model": round(p50 / pred2_p50, 3),
+                    "overload_p99_vs_sustained_model": round(p99 / pred2_p99, 3),
                     "generator_bound_at_max": ours.generator_bound,
                     "generator_lag_p99_ms": round(ours.lag_p99_ms, 2),
                     "cpus": os.cpu_count(),
