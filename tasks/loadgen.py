@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import multiprocessing
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from tasks.core.histogram import Histogram
+from tasks.core.schedule import Stage, arrival_offsets, check_stages, level_at, total_duration
 
 CPU_BOUND = 0.90
 LAG_BOUND_MS = 5.0
@@ -205,10 +208,18 @@ async def run_load(
     max_requests: int = 1_000_000,
     timeout_s: float = 10.0,
     should_abort: object = None,
+    stages: list[Stage] | None = None,
 ) -> LoadResult:
-    """Run the closed model (`concurrency` VUs) or the open model (`rate` req/s) against `url`."""
+    """Run the closed model (`concurrency` VUs) or the open model (`rate` req/s) against `url`.
+
+    With `stages` [(duration_s, target), ...] the level ramps linearly from
+    `concurrency`/`rate` (the start level) and `duration_s` is their total.
+    """
     if (concurrency is None) == (rate is None):
         raise ValueError("give exactly one of concurrency (closed model) or rate (open model)")
+    if stages:
+        check_stages(stages)
+        duration_s = total_duration(stages)
     host, port, request = _request_bytes(url)
     result = LoadResult(
         model="closed" if rate is None else "open", url=url, duration_s=duration_s, offered_rps=rate
@@ -268,22 +279,44 @@ async def run_load(
         if rate is None:
             assert concurrency is not None
 
-            async def vu() -> None:
+            def target_vus() -> int:
+                if not stages:
+                    return concurrency or 0
+                return round(level_at(concurrency or 0, stages, time.perf_counter() - start))
+
+            async def vu(index: int) -> None:
                 nonlocal sent
                 conn = Connection(host, port, request, timeout_s)
                 conns.append(conn)
-                while time.perf_counter() < deadline and sent < max_requests and not result.aborted:
+                while (
+                    time.perf_counter() < deadline
+                    and sent < max_requests
+                    and not result.aborted
+                    and index < target_vus()
+                ):
                     sent += 1
                     await one(conn, time.perf_counter())
 
-            await asyncio.gather(*(vu() for _ in range(concurrency)))
+            running: dict[int, asyncio.Task[None]] = {}
+            while time.perf_counter() < deadline and not result.aborted and sent < max_requests:
+                # VUs above the target stop after their request; they start again on a ramp-up
+                for index in range(min(target_vus(), max_vus)):
+                    if index not in running or running[index].done():
+                        running[index] = asyncio.get_running_loop().create_task(vu(index))
+                if not stages:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*running.values())
         else:
             idle: collections.deque[Connection] = collections.deque()
             waiting: collections.deque[float] = collections.deque()
             pending: set[asyncio.Task[None]] = set()
             wake = asyncio.Event()
-            interval = 1.0 / rate
-            total = min(max_requests, int(duration_s * rate))
+            if stages:
+                offsets = list(itertools.islice(arrival_offsets(rate, stages), max_requests))
+            else:
+                offsets = [i / rate for i in range(min(max_requests, int(duration_s * rate)))]
+            total = len(offsets)
 
             async def serve(conn: Connection, intended: float) -> None:
                 await one(conn, intended)
@@ -297,10 +330,10 @@ async def run_load(
                     idle.append(conn)
                     wake.set()
 
-            for i in range(total):
+            for offset in offsets:
                 if result.aborted:
                     break
-                intended = start + i * interval
+                intended = start + offset
                 delay = intended - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -331,3 +364,82 @@ async def run_load(
         for c in conns:
             c.close()
     return result
+
+
+def _worker(url: str, kwargs: dict[str, object], conn: object) -> None:
+    result = asyncio.run(run_load(url, **kwargs))  # type: ignore[arg-type]
+    h = result.histogram
+    conn.send(  # type: ignore[attr-defined]
+        {
+            "sparse": h.to_sparse(),
+            "min": h.min_us,
+            "max": h.max_us,
+            "sum": h.sum_us,
+            "ok": result.ok,
+            "errors": dict(result.errors),
+            "in_flight": result.in_flight_at_end,
+            "not_sent": result.not_sent,
+            "cpu": result.cpu_share,
+            "lag": result.lag_p99_ms,
+            "duration": result.duration_s,
+            "aborted": result.aborted,
+        }
+    )
+
+
+def run_load_processes(
+    url: str,
+    *,
+    processes: int,
+    duration_s: float,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    timeout_s: float = 10.0,
+    max_requests: int = 1_000_000,
+) -> LoadResult:
+    """Split the load over several processes (one event loop per core) and merge the results.
+
+    Histograms merge exactly (bucket counts add); the CPU share is the mean
+    over the processes (each on its own core); generator-bound uses the
+    busiest process's loop lag.
+    """
+    if processes < 1:
+        raise ValueError("processes must be >= 1")
+    ctx = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    for i in range(processes):
+        share: dict[str, object] = {
+            "duration_s": duration_s,
+            "timeout_s": timeout_s,
+            "max_requests": max_requests // processes,
+        }
+        if rate is not None:
+            share["rate"] = rate / processes
+        else:
+            base, extra = divmod(concurrency or 0, processes)
+            share["concurrency"] = base + (1 if i < extra else 0)
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, args=(url, share, child), daemon=True)
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    parts = [p.recv() for p in pipes]
+    for proc in procs:
+        proc.join(10)
+    merged = LoadResult(
+        model="closed" if rate is None else "open",
+        url=url,
+        duration_s=max(x["duration"] for x in parts),
+        offered_rps=rate,
+    )
+    for x in parts:
+        merged.histogram.merge(Histogram.from_sparse(x["sparse"], x["min"], x["max"], x["sum"]))
+        merged.ok += x["ok"]
+        merged.errors.update(x["errors"])
+        merged.in_flight_at_end += x["in_flight"]
+        merged.not_sent += x["not_sent"]
+        merged.cpu_share += x["cpu"]
+        merged.lag_p99_ms = max(merged.lag_p99_ms, x["lag"])
+        merged.aborted = merged.aborted or x["aborted"]
+    merged.cpu_share /= processes  # share of the cores in use, comparable with one process
+    return merged

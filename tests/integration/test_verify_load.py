@@ -128,3 +128,35 @@ def test_verify_flow_publishes_artifacts_and_fails_on_breach(target, prefect_ser
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts(limit=200)}
     assert {"load-thresholds", "load-latency", "load-summary"} <= keys
+
+
+def test_open_model_ramp_stages_follow_the_schedule(target):
+    from tasks.loadgen import run_load
+
+    result = asyncio.run(
+        run_load(target + "/ok", duration_s=0, rate=0.0, stages=[(1.5, 60.0), (1.5, 60.0)])
+    )
+    # integral: 45 during the ramp + 90 flat
+    assert abs(result.requests + result.in_flight_at_end - 135) <= 3
+    early = sum(ok + err for t, _, ok, err in result.timeline if t <= 1.05)
+    assert early < 45  # the first second carries a third of the ramp's requests
+
+
+def test_closed_model_ramps_virtual_users(target):
+    from tasks.loadgen import run_load
+
+    result = asyncio.run(
+        run_load(target + "/slow", duration_s=0, concurrency=1, stages=[(1.0, 1.0), (1.0, 8.0)])
+    )
+    per_second = [ok for _, _, ok, _ in result.timeline]
+    # one VU does ~19 req/s against a 50 ms endpoint; the ramp to 8 VUs multiplies it
+    assert per_second[0] <= 25 and per_second[-1] >= 2 * per_second[0], per_second
+
+
+def test_several_processes_merge_exactly(target):
+    from tasks.loadgen import run_load_processes
+
+    result = run_load_processes(target + "/slow", processes=2, duration_s=2, rate=40)
+    assert result.requests + result.in_flight_at_end == 80
+    assert result.histogram.total == result.requests
+    assert 45 <= result.histogram.percentile(50) / 1000 <= 200

@@ -68,3 +68,18 @@ def test_thresholds_parse_units_and_verdicts():
 def test_bad_thresholds_name_the_key(bad):
     with pytest.raises(ConfigError, match="thresholds"):
         parse(bad)
+
+
+def test_ramp_levels_and_arrivals_follow_the_integral():
+    from tasks.core.schedule import arrival_offsets, check_stages, level_at
+
+    stages = [(2.0, 100.0), (2.0, 100.0), (1.0, 0.0)]
+    assert level_at(0, stages, 1.0) == 50.0 and level_at(0, stages, 3.0) == 100.0
+    assert level_at(0, stages, 4.5) == 50.0 and level_at(0, stages, 9) == 0.0
+    times = list(arrival_offsets(0.0, stages))
+    # integral: ramp 0→100 over 2 s = 100, flat 2 s = 200, ramp down 1 s = 50
+    assert abs(len(times) - 350) <= 2
+    assert times == sorted(times) and times[-1] < 5.0
+    assert abs(sum(1 for t in times if t < 2.0) - 100) <= 2
+    with pytest.raises(ConfigError, match=r"stages\[1\]"):
+        check_stages([(1, 5), (0, 5)])
