@@ -2,8 +2,14 @@
 
 `python -m flows.verify load URL [--duration S] [--concurrency N | --rate R]
 [--threshold "p(95) < 100ms" ...] [--json]` prints one JSON object and exits 0
-only if every threshold passes. As a flow it publishes a threshold table, a
-percentile table and a markdown summary with a latency-over-time chart.
+only if every threshold passes; `python -m flows.verify smoke URL [--checks
+FILE.json] [--expect-version V] [--json]` runs smoke checks the same way.
+
+The `verify` flow checks a released environment (smoke checks, then the
+service's load policy) and runs on a schedule as an uptime/SLO monitor; the
+`load-test` task is also the release's SLO gate. Results are Prefect
+artifacts: a threshold table, a percentile table and a markdown summary with a
+latency-over-time chart.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core import history
 from tasks.core.errors import VerifyError
 from tasks.core.thresholds import Threshold, Verdict, evaluate, parse
 from tasks.loadgen import LoadResult, run_load
@@ -143,6 +150,86 @@ def load_test(
     return out
 
 
+def _on_verify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Tell people when a scheduled check fails; never raises."""
+    from flows.common import load_context
+    from tasks.core.models import Outcome, ReleaseRecord
+    from tasks.notify import send
+
+    p = flow_run.parameters
+    try:
+        ctx = load_context(p["environment"], p["service"], p.get("target"), None, p.get("notifier"))
+    except Exception:  # noqa: BLE001 - hooks never raise
+        return
+    current = history.current(ctx.ledger.records())
+    send(
+        ctx.notifier,
+        ReleaseRecord(
+            release_id=str(flow_run.id),
+            kind="verify",
+            service=ctx.service.name,
+            environment=ctx.environment,
+            version=current.version if current else "unknown",
+            digest=current.digest if current else None,
+            flow_run_id=str(flow_run.id),
+            flow_run_name=flow_run.name,
+            trigger="schedule" if flow_run.auto_scheduled else "manual",
+            outcome=Outcome.FAILED,
+            failed_step="load-test" if "load test" in (state.message or "") else "smoke-check",
+            reason=state.message,
+        ),
+        ctx.secrets(),
+    )
+
+
+@flow(name="verify", log_prints=True, on_failure=[_on_verify_failure])
+def verify(
+    environment: str = "staging",
+    service: str = "congress-api",
+    target: str | None = None,
+    notifier: str | None = None,
+    smoke: bool = True,
+    load: bool = True,
+    thresholds: list[str] | None = None,
+    duration_s: float | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    smoke_deadline_s: float = 10.0,
+) -> dict[str, Any]:
+    """Check what serves `environment` now: smoke checks, then the load policy's thresholds.
+
+    Overrides (thresholds, duration_s, rate, concurrency) replace the service's
+    `load_policy` fields for this run; without a policy the defaults are
+    `p(95) < 100ms` and `error_rate < 0.001` for 15 s at 10 virtual users.
+    """
+    from flows.common import load_context
+    from tasks.core.checks import LoadPolicy
+    from tasks.core.errors import ConfigError
+    from tasks.smoke import smoke_check
+
+    ctx = load_context(environment, service, target, None, notifier)
+    current = history.current(ctx.ledger.records())
+    if current is None:
+        raise ConfigError("environment", f"nothing has been released to {environment!r} yet")
+    url = ctx.target.public_url
+    out: dict[str, Any] = {"environment": environment, "version": current.version, "url": url}
+    if smoke:
+        result = smoke_check(url, ctx.service, current.version, smoke_deadline_s)
+        out["smoke"] = [c.model_dump() for c in result.checks]
+    if load:
+        policy = ctx.service.load_policy or LoadPolicy()
+        if rate is not None or concurrency is not None:
+            policy = policy.model_copy(update={"rate": rate, "concurrency": concurrency})
+        out["load"] = load_test(
+            url + policy.path,
+            thresholds or policy.thresholds,
+            duration_s or policy.duration_s,
+            policy.concurrency if policy.rate is None else None,
+            policy.rate,
+        )
+    return out
+
+
 @flow(name="verify-load", log_prints=True)
 def verify_load(
     url: str,
@@ -170,7 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--threshold", action="append", default=[])
     load.add_argument("--no-abort", action="store_true")
     load.add_argument("--json", action="store_true")
+    smoke = sub.add_parser("smoke")
+    smoke.add_argument("url")
+    smoke.add_argument(
+        "--checks", help="JSON file: a list of HttpCheck objects (see tasks/core/checks.py)"
+    )
+    smoke.add_argument(
+        "--expect-version", help="also require /health and X-App-Version to report it"
+    )
+    smoke.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "smoke":
+        return _smoke_cli(args)
     thresholds = [parse(t) for t in args.threshold or ["p(95) < 100ms", "error_rate < 0.001"]]
     if not 0 < args.duration <= MAX_DURATION_S:
         parser.error(f"--duration must be in (0, {MAX_DURATION_S:.0f}]")
@@ -194,6 +292,48 @@ def main(argv: list[str] | None = None) -> int:
 
         Console().print_json(json.dumps(out))
         print(chart(result))
+    return 0 if out["passed"] else 1
+
+
+def _smoke_cli(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import httpx
+
+    from tasks.core.checks import HttpCheck
+    from tasks.core.smoke import evaluate_health
+    from tasks.smoke import run_declarative
+
+    checks = [HttpCheck(name="health", path="/health")]
+    if args.checks:
+        checks = [HttpCheck.model_validate(c) for c in json.loads(Path(args.checks).read_text())]
+    url = args.url.rstrip("/")
+    with httpx.Client(timeout=10) as client:
+        results = run_declarative(url, checks, client)
+        if args.expect_version:
+            resp = client.get(url + "/health")
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            results += evaluate_health(resp.status_code, body, resp.headers, args.expect_version)
+    out = {
+        "url": url,
+        "checks": [r.model_dump() for r in results],
+        "passed": all(r.passed for r in results),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"smoke checks of {url}")
+        for col in ("check", "passed", "observed", "expected"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(r.name, "✅" if r.passed else "❌", r.observed, r.expected)
+        Console().print(table)
     return 0 if out["passed"] else 1
 
 

@@ -16,9 +16,12 @@ def duration(record: ReleaseRecord) -> float | None:
 def notification(record: ReleaseRecord) -> tuple[str, str]:
     """Subject and body of the message sent when a release or rollback ends."""
     took = duration(record)
-    verb = {"release": "Release", "rollback": "Rollback", "recovery": "Recovery"}.get(
-        record.kind, record.kind
-    )
+    verb = {
+        "release": "Release",
+        "rollback": "Rollback",
+        "recovery": "Recovery",
+        "verify": "Verify",
+    }.get(record.kind, record.kind)
     ok = record.outcome == Outcome.SUCCEEDED
     icon = "✅" if ok else "❌"
     subject = (

@@ -81,3 +81,26 @@ def test_breached_slo_rolls_the_release_back_and_names_the_threshold(stack):
     rec = records(stack)[-1]
     assert rec.version == "v14" and rec.outcome == "rolled-back" and rec.failed_step == "load-test"
     assert "p(95) < 0.01ms" in stack.webhook.texts()[-1]
+
+
+def test_verify_flow_checks_the_serving_version_and_reports_breaches(stack):
+    import pytest
+
+    from flows.verify import ThresholdsFailed, verify
+    from tests.e2e.test_1_release_docker import served_version
+
+    params = {k: v for k, v in stack.params().items() if k != "registry"}
+    out = verify(
+        **params,
+        duration_s=2,
+        concurrency=4,
+        thresholds=["p(95) < 3000ms", "error_rate < 0.01"],
+    )
+    assert out["version"] == served_version(stack)
+    assert all(c["passed"] for c in out["smoke"]) and out["load"]["passed"]
+    with pytest.raises(ThresholdsFailed, match=r"p\(99\) < 0\.001ms"):
+        verify(**params, duration_s=2, rate=20, thresholds=["p(99) < 0.001ms"])
+    message = stack.webhook.texts()[-1]
+    assert (
+        "Verify" in message and "p(99) < 0.001ms" in message and "failed_step: load-test" in message
+    )

@@ -160,3 +160,54 @@ def test_several_processes_merge_exactly(target):
     assert result.requests + result.in_flight_at_end == 80
     assert result.histogram.total == result.requests
     assert 45 <= result.histogram.percentile(50) / 1000 <= 200
+
+
+def test_smoke_cli_passes_and_names_what_differed(target, tmp_path):
+    checks = tmp_path / "checks.json"
+    checks.write_text(
+        json.dumps(
+            [
+                {"name": "ok", "path": "/ok", "expect_json": {"ok": True}, "max_latency_ms": 2000},
+                {
+                    "name": "flaky-header",
+                    "path": "/ok",
+                    "expect_headers": {"content-type": "application/json"},
+                },
+            ]
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.verify", "smoke", target, "--checks", str(checks), "--json"],
+        cwd=services.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and out["passed"], out
+    checks.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "ok",
+                    "path": "/ok",
+                    "expect_json": {"ok": False},
+                    "expect_headers": {"strict-transport-security": None},
+                }
+            ]
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.verify", "smoke", target, "--checks", str(checks), "--json"],
+        cwd=services.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    failed = {c["name"]: c for c in out["checks"] if not c["passed"]}
+    assert failed["ok: json ok"]["observed"] == "True"
+    assert failed["ok: header strict-transport-security"]["observed"] == "<missing>"
