@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core import history
 from tasks.core.errors import VerifyError
 from tasks.core.thresholds import Threshold, Verdict, evaluate, parse
-from tasks.loadgen import LoadResult, run_load
+from tasks.loadgen import LoadResult, run_load, run_load_processes
 
 MAX_DURATION_S = 600.0
 
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--rate", type=float)
     load.add_argument("--threshold", action="append", default=[])
     load.add_argument("--no-abort", action="store_true")
+    load.add_argument("--processes", type=int, default=1, help="generator processes (one per core)")
     load.add_argument("--json", action="store_true")
     smoke = sub.add_parser("smoke")
     smoke.add_argument("url")
@@ -275,15 +276,24 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = args.concurrency if args.rate is None else None
     if concurrency is None and args.rate is None:
         concurrency = 10
-    result = asyncio.run(
-        run_load(
+    if args.processes > 1:
+        result = run_load_processes(
             args.url,
+            processes=args.processes,
             duration_s=args.duration,
             concurrency=concurrency,
             rate=args.rate,
-            should_abort=None if args.no_abort else _abort_check(thresholds),
         )
-    )
+    else:
+        result = asyncio.run(
+            run_load(
+                args.url,
+                duration_s=args.duration,
+                concurrency=concurrency,
+                rate=args.rate,
+                should_abort=None if args.no_abort else _abort_check(thresholds),
+            )
+        )
     out = report(result, evaluate(thresholds, result.stats()))
     if args.json:
         print(json.dumps(out))

@@ -71,6 +71,8 @@ def run_declarative(
         except ValueError:
             body = None
         out += declarative.evaluate(check, resp.status_code, resp.headers, body, latency_ms)
+        if check.rate_limit_burst:
+            out.append(_rate_limit(url, check, client))
         for origin, allowed in (
             (check.cors_allowed_origin, True),
             (check.cors_forbidden_origin, False),
@@ -91,6 +93,23 @@ def run_declarative(
                         )
                     )
     return out
+
+
+def _rate_limit(url: str, check: declarative.HttpCheck, client: httpx.Client) -> CheckResult:
+    """Burst requests until the first 429 (or the bound) and evaluate the refusal."""
+    statuses: list[int] = []
+    retry_after = None
+    for _ in range(check.rate_limit_burst or 0):
+        try:
+            r = client.request(check.method, url + check.path, headers=check.headers)
+        except httpx.HTTPError:
+            statuses.append(0)
+            continue
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            retry_after = r.headers.get("retry-after")
+            break
+    return declarative.evaluate_rate_limit(check, statuses, retry_after)
 
 
 @task(name="smoke-check", cache_policy=NO_CACHE)

@@ -54,6 +54,13 @@ class HttpCheck(BaseModel):
     cors_forbidden_origin: str | None = Field(
         default=None, description="An Origin that must not be allowed."
     )
+    rate_limit_burst: int | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="Send this many requests back to back; at least one must be refused with 429 "
+        "and a Retry-After header (the service's rate limit is on). Bounded to 1000.",
+    )
 
 
 _MISSING = object()
@@ -131,6 +138,24 @@ def evaluate(
             )
         )
     return out
+
+
+def evaluate_rate_limit(
+    check: HttpCheck, statuses: list[int], retry_after: str | None
+) -> CheckResult:
+    limited = statuses.count(429)
+    first = statuses.index(429) + 1 if limited else None
+    ok = limited > 0 and retry_after is not None
+    return CheckResult(
+        name=f"{check.name}: rate limit",
+        passed=ok,
+        observed=(
+            f"first 429 at request {first} of {len(statuses)}, Retry-After: {retry_after or '<missing>'}"
+            if limited
+            else f"no 429 in {len(statuses)} requests"
+        ),
+        expected=f"a 429 with Retry-After within {check.rate_limit_burst} requests",
+    )
 
 
 def evaluate_cors(

@@ -211,3 +211,36 @@ def test_smoke_cli_passes_and_names_what_differed(target, tmp_path):
     failed = {c["name"]: c for c in out["checks"] if not c["passed"]}
     assert failed["ok: json ok"]["observed"] == "True"
     assert failed["ok: header strict-transport-security"]["observed"] == "<missing>"
+
+
+def test_rate_limit_behaviour_is_checked(target):
+    from tasks.core.checks import HttpCheck
+    from tasks.smoke import run_declarative
+
+    limited = HttpCheck(
+        name="limited", path="/limited", rate_limit_burst=30, expect_status=[200, 429]
+    )
+    unlimited = HttpCheck(name="ok", path="/ok", rate_limit_burst=15)
+    with httpx.Client(timeout=10) as client:
+        time.sleep(1.1)  # a fresh one-second window
+        results = {r.name: r for r in run_declarative(target, [limited, unlimited], client)}
+    assert results["limited: rate limit"].passed, results["limited: rate limit"]
+    # the check's own request was the 1st of the window, so the burst's 10th is the 11th overall
+    assert "first 429 at request 10" in results["limited: rate limit"].observed
+    assert not results["ok: rate limit"].passed
+    assert results["ok: rate limit"].observed == "no 429 in 15 requests"
+
+
+def test_cli_with_several_processes(target):
+    code, out = cli(
+        target + "/ok",
+        "--duration",
+        "2",
+        "--concurrency",
+        "8",
+        "--processes",
+        "2",
+        "--threshold",
+        "p(95) < 1000ms",
+    )
+    assert code == 0 and out["requests"] > 100 and out["errors"] == {}

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 _counter = itertools.count()
+_window: list[float] = []
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -24,6 +25,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/flaky":
         if next(_counter) % 50 == 0:  # 2 % of requests fail
             status, body = 503, b'{"ok":false}'
+    elif path == "/limited":
+        now = time.monotonic()
+        _window[:] = [t for t in _window if now - t < 1.0] + [now]
+        if len(_window) > 10:  # 10 requests per second
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [(b"retry-after", b"1"), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
     elif path == "/cpu":
         end = time.perf_counter() + 0.004  # ~4 ms of CPU: capacity ~250 req/s on one core
         while time.perf_counter() < end:
