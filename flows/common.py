@@ -108,7 +108,9 @@ def lock_holders(environment: str, me: str) -> str:
     """Name the runs holding an environment (the server keeps no list of lease holders)."""
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["release", "rollback", "recover"])),
+            flow_filter=FlowFilter(
+                name=FlowFilterName(any_=["release", "rollback", "recover", "maintenance"])
+            ),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
             ),

@@ -1,9 +1,9 @@
 """recover: the path back after a release process was SIGKILLed (no hooks ran).
 
-Also runs at the start of every release and rollback; schedule it (see
-prefect.yaml) so an environment heals even when nobody releases. It takes the
-environment lock, so it never races a live release: a run that died holds its
-lease for at most 60 s.
+Also runs at the start of every release and rollback, and inside the scheduled
+`maintenance` flow, so an environment heals even when nobody releases. It
+takes the environment lock, so it never races a live release: a run that died
+holds its lease for at most 60 s.
 """
 
 from __future__ import annotations
@@ -16,6 +16,36 @@ from tasks.core import history
 from tasks.core.models import Outcome
 
 
+def heal(
+    environment: str,
+    service: str,
+    target: str | None,
+    registry: str | None,
+    notifier: str | None,
+    lock_timeout_s: float,
+    retire_standby: bool,
+) -> list[str]:
+    """Under the lock: restore the last good version, then optionally stop expired standbys."""
+    ctx = load_context(environment, service, target, registry, notifier)
+    run_id, run_name = current_flow_run()
+    with environment_lock(environment, lock_timeout_s, run_id):
+        stale = history.in_progress(ctx.ledger.records())
+        actions = recover_env(
+            ctx,
+            stale,
+            Outcome.CRASHED,
+            f"the flow process died (no hooks ran); recovered by {run_name or 'recover'}",
+        )
+        if retire_standby:
+            bake = ctx.target.bake_window_s
+            stopped = ctx.client().retire_standby(ctx.service, bake)
+            actions += [
+                f"stopped standby {name} (bake window {bake:.0f}s over)" for name in stopped
+            ]
+    get_run_logger().info("%s: %s", environment, actions or "nothing to do")
+    return actions
+
+
 @flow(name="recover", log_prints=True)
 def recover(
     environment: str = "staging",
@@ -25,15 +55,6 @@ def recover(
     notifier: str | None = None,
     lock_timeout_s: float = 120.0,
 ) -> list[str]:
-    ctx = load_context(environment, service, target, registry, notifier)
-    run_id, _ = current_flow_run()
-    with environment_lock(environment, lock_timeout_s, run_id):
-        stale = history.in_progress(ctx.ledger.records())
-        actions = recover_env(
-            ctx,
-            stale,
-            Outcome.CRASHED,
-            "the flow process died (no hooks ran); recovered by the recover flow",
-        )
-    get_run_logger().info("recover %s: %s", environment, actions or "nothing to do")
-    return actions
+    return heal(
+        environment, service, target, registry, notifier, lock_timeout_s, retire_standby=False
+    )
