@@ -17,7 +17,7 @@ import httpx
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from prefect.logging import get_logger
 
-from tasks.core.errors import ContainerExited, DeployError, HealthCheckTimeout, ShipyardError
+from tasks.core.errors import ContainerExited, DeployError, HealthCheckTimeout
 from tasks.core.haproxy import active_slot, backend_name, disable_commands, other_slot
 from tasks.core.models import Deployment, Instance, PushedImage
 from tasks.core.redact import redact
@@ -396,6 +396,3 @@ def registry_auth_config(credentials: Any) -> dict[str, str] | None:
         "password": credentials.password.get_secret_value(),
         "serveraddress": credentials.registry_url,
     }
-
-
-__all__ = ["DockerHost", "ShipyardError", "registry_auth_config"]
