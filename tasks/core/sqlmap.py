@@ -1,0 +1,173 @@
+"""SQLite → PostgreSQL decisions that need no database: identifiers and column types.
+
+Groundwork for the migration (issue 3). SQLite is dynamically typed, so a
+column's PostgreSQL type is chosen from its declared type *and* the storage
+classes actually found in it (a scan reports them). Every lossy or uncertain
+choice is a finding, never silent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def quote_ident(name: str) -> str:
+    """Quote any identifier for PostgreSQL: reserved words, spaces, quotes, unicode.
+
+    NUL cannot be part of a PostgreSQL identifier, and names over 63 bytes are
+    silently truncated by the server; both are refused here instead.
+    """
+    if "\x00" in name:
+        raise ValueError(f"identifier {name!r} contains NUL")
+    if len(name.encode()) > 63:
+        raise ValueError(f"identifier {name!r} is longer than PostgreSQL's 63 bytes")
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    severity: Severity
+    code: str
+    table: str
+    column: str | None
+    message: str
+
+
+class ColumnStats(BaseModel):
+    """What a scan of one column found: counts per SQLite storage class and value facts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    integer: int = 0
+    real: int = 0
+    text: int = 0
+    blob: int = 0
+    null: int = 0
+    int_min: int | None = None
+    int_max: int | None = None
+    all_bool: bool = False  # every integer is 0 or 1
+    all_json: bool = False  # every text parses as JSON object/array
+    all_iso_datetime: bool = False  # every text is an ISO-8601 date/datetime
+    nan_or_inf: int = 0
+    text_with_nul: int = 0
+
+
+class Mapped(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pg_type: str
+    findings: tuple[Finding, ...] = ()
+
+
+def affinity(declared: str) -> str:
+    """SQLite's type affinity rules (section 3.1 of the datatype docs), in their order."""
+    d = declared.upper()
+    if "INT" in d:
+        return "INTEGER"
+    if any(k in d for k in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in d or not d.strip():
+        return "BLOB"
+    if any(k in d for k in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+_DATE_WORDS = re.compile(r"DATE|TIME", re.I)
+
+
+def map_column(table: str, column: str, declared: str, stats: ColumnStats) -> Mapped:
+    """Choose the PostgreSQL type for one column from its declaration and its values."""
+    f: list[Finding] = []
+
+    def find(sev: Severity, code: str, msg: str) -> None:
+        f.append(Finding(severity=sev, code=code, table=table, column=column, message=msg))
+
+    classes = {k for k in ("integer", "real", "text", "blob") if getattr(stats, k)}
+    aff = affinity(declared)
+    if len(classes) > 1 and classes != {"integer", "real"}:
+        find(
+            Severity.ERROR, "mixed-storage", f"values of several storage classes: {sorted(classes)}"
+        )
+    if (
+        stats.int_min is not None
+        and stats.int_max is not None
+        and (stats.int_min < INT64_MIN or stats.int_max > INT64_MAX)
+    ):
+        find(Severity.ERROR, "int-overflow", "an integer does not fit in 64 bits")
+    if stats.text_with_nul:
+        find(
+            Severity.ERROR, "nul-in-text", f"{stats.text_with_nul} text value(s) contain NUL bytes"
+        )
+    if classes == {"blob"} or (aff == "BLOB" and not classes - {"blob"} and classes):
+        return Mapped(pg_type="bytea", findings=tuple(f))
+    if classes <= {"integer"} and classes:
+        if "BOOL" in declared.upper() and stats.all_bool:
+            return Mapped(pg_type="boolean", findings=tuple(f))
+        if _DATE_WORDS.search(declared):
+            find(
+                Severity.WARNING,
+                "epoch-datetime",
+                "unix-epoch integers in a date/time column: kept as bigint",
+            )
+        return Mapped(pg_type="bigint", findings=tuple(f))
+    if classes <= {"integer", "real"} and classes:
+        if stats.nan_or_inf:
+            find(
+                Severity.WARNING,
+                "nan-inf",
+                f"{stats.nan_or_inf} NaN/Infinity value(s) kept in double precision",
+            )
+        return Mapped(pg_type="double precision", findings=tuple(f))
+    if classes <= {"text"}:
+        if not classes:
+            pg = {
+                "INTEGER": "bigint",
+                "REAL": "double precision",
+                "TEXT": "text",
+                "BLOB": "bytea",
+            }.get(aff, "numeric")
+            if aff == "NUMERIC":
+                find(
+                    Severity.INFO,
+                    "empty-numeric",
+                    f"no values; declared {declared!r} maps to numeric",
+                )
+            return Mapped(pg_type=pg, findings=tuple(f))
+        if stats.all_json and "JSON" in declared.upper():
+            return Mapped(pg_type="jsonb", findings=tuple(f))
+        if stats.all_iso_datetime and _DATE_WORDS.search(declared):
+            find(
+                Severity.INFO,
+                "naive-datetime",
+                "text datetimes without zone become timestamp (no time zone): values are not shifted",
+            )
+            return Mapped(
+                pg_type="timestamp" if "TIME" in declared.upper() else "date", findings=tuple(f)
+            )
+        return Mapped(pg_type="text", findings=tuple(f))
+    return Mapped(pg_type="text", findings=tuple(f))
+
+
+def blocking(findings: list[Finding], accepted: Mapping[str, bool] | None = None) -> list[Finding]:
+    """Errors not accepted by name (`table.column:code` or `table:code`) stop the migration."""
+    accepted = accepted or {}
+    out = []
+    for x in findings:
+        keys = {f"{x.table}.{x.column}:{x.code}", f"{x.table}:{x.code}"}
+        if x.severity == Severity.ERROR and not any(accepted.get(k) for k in keys):
+            out.append(x)
+    return out

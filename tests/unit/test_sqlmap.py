@@ -1,0 +1,74 @@
+"""Identifier quoting and SQLite→PostgreSQL type decisions (migration groundwork)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.core.sqlmap import ColumnStats, Severity, affinity, blocking, map_column, quote_ident
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("select", '"select"'),
+        ("my col", '"my col"'),
+        ('we"ird', '"we""ird"'),
+        ("naïve", '"naïve"'),
+        ('x"; DROP TABLE t; --', '"x""; DROP TABLE t; --"'),
+    ],
+)
+def test_quote_ident(name, quoted):
+    assert quote_ident(name) == quoted
+
+
+def test_quote_ident_refuses_nul_and_truncation():
+    with pytest.raises(ValueError, match="NUL"):
+        quote_ident("a\x00b")
+    with pytest.raises(ValueError, match="63 bytes"):
+        quote_ident("é" * 32)
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ("INTEGER", "INTEGER"),
+        ("BIGINT", "INTEGER"),
+        ("VARCHAR(10)", "TEXT"),
+        ("BLOB", "BLOB"),
+        ("", "BLOB"),
+        ("DOUBLE", "REAL"),
+        ("FLOAT", "REAL"),
+        ("DECIMAL(10,2)", "NUMERIC"),
+        ("BOOLEAN", "NUMERIC"),
+    ],
+)
+def test_affinity_follows_sqlite_rules(declared, expected):
+    assert affinity(declared) == expected
+
+
+def test_types_from_declaration_and_values():
+    assert map_column("t", "c", "REAL", ColumnStats(real=10)).pg_type == "double precision"
+    assert (
+        map_column("t", "c", "BOOLEAN", ColumnStats(integer=5, all_bool=True)).pg_type == "boolean"
+    )
+    assert map_column("t", "c", "INTEGER", ColumnStats(integer=5)).pg_type == "bigint"
+    assert map_column("t", "c", "JSON", ColumnStats(text=3, all_json=True)).pg_type == "jsonb"
+    assert map_column("t", "c", "BLOB", ColumnStats(blob=2)).pg_type == "bytea"
+    dt = map_column("t", "c", "DATETIME", ColumnStats(text=4, all_iso_datetime=True))
+    assert dt.pg_type == "timestamp" and dt.findings[0].code == "naive-datetime"
+    assert (
+        map_column("t", "c", "DATE", ColumnStats(text=4, all_iso_datetime=True)).pg_type == "date"
+    )
+    assert map_column("t", "c", "TEXT", ColumnStats(text=4)).pg_type == "text"
+
+
+def test_refused_data_is_an_error_finding_that_blocks_unless_accepted():
+    mixed = map_column("votes", "position", "TEXT", ColumnStats(text=3, integer=1))
+    big = map_column("t", "n", "INTEGER", ColumnStats(integer=1, int_min=0, int_max=2**64))
+    nul = map_column("t", "s", "TEXT", ColumnStats(text=2, text_with_nul=1))
+    findings = [*mixed.findings, *big.findings, *nul.findings]
+    assert {f.code for f in findings} == {"mixed-storage", "int-overflow", "nul-in-text"}
+    assert all(f.severity == Severity.ERROR for f in findings)
+    assert len(blocking(findings)) == 3
+    left = blocking(findings, {"votes.position:mixed-storage": True, "t:nul-in-text": True})
+    assert [f.code for f in left] == ["int-overflow"]
