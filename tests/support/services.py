@@ -207,3 +207,74 @@ def service_copy(dest: Path) -> Path:
 
 def tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@dataclass
+class Postgres:
+    dsn: str
+    root: Path
+    proc: subprocess.Popen[Any]
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def start_postgres(root: Path) -> Postgres:
+    """A throwaway PostgreSQL 15 on 127.0.0.1 (initdb refuses root: run as `postgres` then)."""
+    root.mkdir(parents=True, exist_ok=True)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run(
+        [
+            *as_user,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *as_user,
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(root),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        stdout=open(root / "postgres.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def ready() -> bool:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+
+    wait_for(ready, 60, "postgres")
+    return Postgres(dsn=dsn, root=root, proc=proc)
