@@ -55,38 +55,25 @@ def main() -> int:
     try:
         from prefect import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-        from prefect_docker import DockerRegistryCredentials
-        from pydantic import SecretStr
 
-        from blocks import DockerHostTarget, ServiceSpec
         from flows.release import release
         from flows.rollback import rollback
         from tasks.ledger import Ledger
+        from tests.support.blocks import save_registry, save_service, save_target
         from tests.support.probe import Probe
 
-        DockerRegistryCredentials(
-            username=registry.username,
-            password=SecretStr(registry.password),
-            registry_url=registry.address,
-        ).save("bench-registry", overwrite=True)
-        ServiceSpec(
-            name=SERVICE,
-            image_repository=f"{registry.address}/bench/{SERVICE}",
-            build_context=str(context),
-            build_args={
-                "BASE_IMAGE": os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm")
-            },
+        save_registry(registry, "bench-registry")
+        save_service(
+            SERVICE,
+            registry,
+            "bench",
+            context,
             env={"SEED_SCALE": "0.2"},
             smoke_paths=["/members?limit=1", "/stats"],
             volumes={f"{SERVICE}-data": "/data"},
             keep_releases=3,
-        ).save(SERVICE, overwrite=True)
-        DockerHostTarget(
-            environment="bench",
-            proxy_admin=proxy.admin,
-            public_url=proxy.urls["bench"],
-            state_dir=str(home / "state"),
-        ).save(f"{SERVICE}-bench", overwrite=True)
+        )
+        save_target(f"{SERVICE}-bench", "bench", proxy, home / "state")
         params: dict[str, Any] = {
             "environment": "bench",
             "service": SERVICE,

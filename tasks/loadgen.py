@@ -58,28 +58,21 @@ class Connection:
         self.reader = self.writer = None
 
     async def get(self) -> int:
-        fresh = self.writer is None
-        if fresh:
-            await self._connect()
-        try:
-            return await asyncio.wait_for(self._exchange(), self.timeout)
-        except TimeoutError as exc:
-            self.close()
-            raise HTTPError("timeout") from exc
-        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-            self.close()
-            if fresh:
-                raise HTTPError("connection") from exc
-            # the server closed an idle keep-alive connection: one retry on a new one
-            await self._connect()
+        # A reused keep-alive connection the server closed while idle gets one
+        # retry on a fresh connection; a fresh connection that fails is an error.
+        for reused in (self.writer is not None, False):
+            if self.writer is None:
+                await self._connect()
             try:
                 return await asyncio.wait_for(self._exchange(), self.timeout)
-            except TimeoutError as exc2:
+            except TimeoutError as exc:
                 self.close()
-                raise HTTPError("timeout") from exc2
-            except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc2:
+                raise HTTPError("timeout") from exc
+            except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
                 self.close()
-                raise HTTPError("connection") from exc2
+                if not reused:
+                    raise HTTPError("connection") from exc
+        raise AssertionError("unreachable")
 
     async def _exchange(self) -> int:
         assert self.reader is not None and self.writer is not None

@@ -110,11 +110,9 @@ def stack(
     webhook: services.Webhook,
     prefect_server: Any,
 ) -> Stack:
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from prefect_docker import DockerRegistryCredentials
     from pydantic import SecretStr
 
-    from blocks import DockerHostTarget, ServiceSpec
+    from tests.support.blocks import save_registry, save_service, save_target, save_webhook
 
     context = services.service_copy(services.tmpdir("shipyard-ctx-") / "service")
     wheelhouse = services.ROOT / "examples" / "service" / "wheelhouse"
@@ -122,31 +120,19 @@ def stack(
         subprocess.run(["cp", "-a", str(wheelhouse), str(context)], check=True)
     secret = "sekrit-" + secrets.token_hex(10)
     state_dir = services.tmpdir("shipyard-state-")
-    DockerRegistryCredentials(
-        username=registry.username,
-        password=SecretStr(registry.password),
-        registry_url=registry.address,
-    ).save("test-registry", overwrite=True)
-    ServiceSpec(
-        name=SERVICE,
-        image_repository=f"{registry.address}/shipyard/{SERVICE}",
-        build_context=str(context),
-        build_args={"BASE_IMAGE": os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm")},
+    save_registry(registry, "test-registry")
+    save_service(
+        SERVICE,
+        registry,
+        "shipyard",
+        context,
         env={"SEED_SCALE": "0.2", "CORS_ORIGINS": "https://app.example.com"},
         secret_env={"API_TOKEN": SecretStr(secret)},
         volumes={f"{SERVICE}-data": "/data"},
         keep_releases=3,
         prune_registry=True,
-    ).save(SERVICE, overwrite=True)
+    )
     for env in ENVIRONMENTS:
-        DockerHostTarget(
-            environment=env,
-            proxy_admin=proxy.admin,
-            public_url=proxy.urls[env],
-            health_timeout_s=40,
-            state_dir=str(state_dir),
-        ).save(f"{SERVICE}-{env}", overwrite=True)
-    CustomWebhookNotificationBlock(
-        name="ops", url=webhook.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
-    ).save("ops", overwrite=True)
+        save_target(f"{SERVICE}-{env}", env, proxy, state_dir, health_timeout_s=40)
+    save_webhook(webhook)
     return Stack(SERVICE, context, registry, proxy, webhook, secret, state_dir)

@@ -36,44 +36,25 @@ def main() -> int:
     proxy = services.start_haproxy(home / "haproxy", "congress-api", ["staging"])
     webhook = services.start_webhook()
     try:
-        from prefect.blocks.notifications import CustomWebhookNotificationBlock
-        from prefect_docker import DockerRegistryCredentials
         from pydantic import SecretStr
         from rich.console import Console
 
-        from blocks import DockerHostTarget, ServiceSpec
         from flows.release import release
+        from tests.support.blocks import save_registry, save_service, save_target, save_webhook
         from tests.support.probe import Probe
 
         console = Console()
-        DockerRegistryCredentials(
-            username=registry.username,
-            password=SecretStr(registry.password),
-            registry_url=registry.address,
-        ).save("registry", overwrite=True)
-        ServiceSpec(
-            name="congress-api",
-            image_repository=f"{registry.address}/demo/congress-api",
-            build_context=str(ROOT / "examples" / "service"),
-            build_args={
-                "BASE_IMAGE": os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm")
-            },
+        save_registry(registry, "registry")
+        save_service(
+            "congress-api",
+            registry,
+            "demo",
+            ROOT / "examples" / "service",
             secret_env={"API_TOKEN": SecretStr("demo-" + os.urandom(6).hex())},
             volumes={"congress-api-demo-data": "/data"},
-        ).save("congress-api", overwrite=True)
-        DockerHostTarget(
-            environment="staging",
-            proxy_admin=proxy.admin,
-            public_url=proxy.urls["staging"],
-            state_dir=str(home / "state"),
-        ).save("staging", overwrite=True)
-        CustomWebhookNotificationBlock(
-            name="ops",
-            url=webhook.url,
-            json_data={"subject": "{{subject}}", "body": "{{body}}"},
-            headers=None,
-            cookies=None,
-        ).save("ops", overwrite=True)
+        )
+        save_target("staging", "staging", proxy, home / "state")
+        save_webhook(webhook)
         params: dict[str, Any] = {
             "environment": "staging",
             "service": "congress-api",
