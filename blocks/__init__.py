@@ -7,6 +7,7 @@ existing block.
 """
 
 from blocks.docker_host import DockerHostTarget
+from blocks.postgres import PostgresDatabase
 from blocks.service import ServiceSpec
 
-__all__ = ["DockerHostTarget", "ServiceSpec"]
+__all__ = ["DockerHostTarget", "PostgresDatabase", "ServiceSpec"]

@@ -28,11 +28,11 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def scan_column(conn: sqlite3.Connection, table: str, column: str) -> ColumnStats:
-    c = quote_ident(column)
-    t = quote_ident(table)
-    row = conn.execute(
-        f"""SELECT
+_AGGREGATES = 13
+
+
+def _aggregates(c: str) -> str:
+    return f"""
           coalesce(sum(typeof({c}) = 'integer'), 0),
           coalesce(sum(typeof({c}) = 'real'), 0),
           coalesce(sum(typeof({c}) = 'text'), 0),
@@ -42,25 +42,42 @@ def scan_column(conn: sqlite3.Connection, table: str, column: str) -> ColumnStat
           max(CASE WHEN typeof({c}) = 'integer' THEN {c} END),
           coalesce(sum(typeof({c}) = 'integer' AND {c} NOT IN (0, 1)), 0),
           coalesce(sum(typeof({c}) = 'text' AND json_valid({c}) AND substr(ltrim({c}), 1, 1) IN ('{{', '[')), 0),
-          coalesce(sum(typeof({c}) = 'text'
-                   AND {c} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                   AND julianday({c}) IS NOT NULL), 0),
+          coalesce(sum(typeof({c}) = 'text' AND julianday({c}) IS NOT NULL
+                   AND ({c} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+                        OR ({c} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*'
+                            AND NOT substr({c}, 17) GLOB '*[^0-9:.]*'))), 0),
+          coalesce(sum(typeof({c}) = 'text' AND date({c}) = {c}), 0),
           coalesce(sum(typeof({c}) = 'real' AND abs({c}) > 1.7976931348623157e308), 0),
-          coalesce(sum(typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0), 0)
-        FROM {t}"""
-    ).fetchone()
-    integer, real, text, blob, null, imin, imax, not_bool, json_ok, iso_ok, inf, nul = row
+          coalesce(sum(typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0), 0)"""
+
+
+def _stats(row: tuple[int | None, ...]) -> ColumnStats:
+    integer, real, text, blob, null, imin, imax, not_bool, json_ok, iso_ok, date_ok, inf, nul = row
     return ColumnStats(
-        integer=integer,
-        real=real,
-        text=text,
-        blob=blob,
-        null=null,
+        integer=integer or 0,
+        real=real or 0,
+        text=text or 0,
+        blob=blob or 0,
+        null=null or 0,
         int_min=imin,
         int_max=imax,
-        all_bool=integer > 0 and not_bool == 0,
-        all_json=text > 0 and json_ok == text,
-        all_iso_datetime=text > 0 and iso_ok == text,
-        nan_or_inf=inf,
-        text_with_nul=nul,
+        all_bool=bool(integer) and not_bool == 0,
+        all_json=bool(text) and json_ok == text,
+        all_iso_datetime=bool(text) and iso_ok == text,
+        all_date_only=bool(text) and date_ok == text,
+        nan_or_inf=inf or 0,
+        text_with_nul=nul or 0,
     )
+
+
+def scan_table(conn: sqlite3.Connection, table: str, columns: list[str]) -> dict[str, ColumnStats]:
+    """All columns of a table in one pass over its rows."""
+    if not columns:
+        return {}
+    select = ",".join(_aggregates(quote_ident(c)) for c in columns)
+    row = conn.execute(f"SELECT {select} FROM {quote_ident(table)}").fetchone()
+    return {c: _stats(row[i * _AGGREGATES : (i + 1) * _AGGREGATES]) for i, c in enumerate(columns)}
+
+
+def scan_column(conn: sqlite3.Connection, table: str, column: str) -> ColumnStats:
+    return scan_table(conn, table, [column])[column]

@@ -14,8 +14,6 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
 
 def quote_ident(name: str) -> str:
     """Quote any identifier for PostgreSQL: reserved words, spaces, quotes, unicode.
@@ -41,9 +39,20 @@ class Finding(BaseModel):
 
     severity: Severity
     code: str
-    table: str
+    table: str  # or the index/view/trigger the finding is about
     column: str | None
     message: str
+    count: int = 0
+    rowids: tuple[int, ...] = ()  # a sample of offending rows
+
+    @property
+    def key(self) -> str:
+        """The name a user accepts the finding by."""
+        return (
+            f"{self.table}.{self.column}:{self.code}"
+            if self.column
+            else f"{self.table}:{self.code}"
+        )
 
 
 class ColumnStats(BaseModel):
@@ -60,7 +69,8 @@ class ColumnStats(BaseModel):
     int_max: int | None = None
     all_bool: bool = False  # every integer is 0 or 1
     all_json: bool = False  # every text parses as JSON object/array
-    all_iso_datetime: bool = False  # every text is an ISO-8601 date/datetime
+    all_iso_datetime: bool = False  # every text is an ISO-8601 date/datetime without zone
+    all_date_only: bool = False  # every text is an ISO-8601 date
     nan_or_inf: int = 0
     text_with_nul: int = 0
 
@@ -89,29 +99,65 @@ def affinity(declared: str) -> str:
 _DATE_WORDS = re.compile(r"DATE|TIME", re.I)
 
 
-def map_column(table: str, column: str, declared: str, stats: ColumnStats) -> Mapped:
+#: Explicit per-column answers to refused data; nothing is altered without one.
+POLICIES = {
+    "text": "store every value as text (mixed storage classes)",
+    "double": "accept integers stored as REAL (too big for 64 bits) as double precision",
+    "null": "store refused values (NUL in text) as NULL; the report counts them",
+    "bytea": "store text with NUL bytes as bytea, byte for byte",
+}
+
+
+def map_column(
+    table: str, column: str, declared: str, stats: ColumnStats, policy: str | None = None
+) -> Mapped:
     """Choose the PostgreSQL type for one column from its declaration and its values."""
     f: list[Finding] = []
 
-    def find(sev: Severity, code: str, msg: str) -> None:
-        f.append(Finding(severity=sev, code=code, table=table, column=column, message=msg))
+    def find(sev: Severity, code: str, msg: str, count: int = 0) -> None:
+        f.append(
+            Finding(severity=sev, code=code, table=table, column=column, message=msg, count=count)
+        )
 
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(
+            f"policy for {table}.{column}: unknown {policy!r}; use one of {sorted(POLICIES)}"
+        )
     classes = {k for k in ("integer", "real", "text", "blob") if getattr(stats, k)}
     aff = affinity(declared)
+    if policy == "text":
+        if "blob" in classes:
+            find(
+                Severity.ERROR, "mixed-storage", "BLOB values cannot be stored as text", stats.blob
+            )
+        elif len(classes) > 1:
+            find(Severity.WARNING, "mixed-storage", f"{sorted(classes)} stored as text (policy)")
+        return Mapped(pg_type="text", findings=tuple(f))
     if len(classes) > 1 and classes != {"integer", "real"}:
         find(
-            Severity.ERROR, "mixed-storage", f"values of several storage classes: {sorted(classes)}"
+            Severity.ERROR,
+            "mixed-storage",
+            f"values of several storage classes: {sorted(classes)}; policy 'text' keeps them as text",
         )
-    if (
-        stats.int_min is not None
-        and stats.int_max is not None
-        and (stats.int_min < INT64_MIN or stats.int_max > INT64_MAX)
-    ):
-        find(Severity.ERROR, "int-overflow", "an integer does not fit in 64 bits")
     if stats.text_with_nul:
-        find(
-            Severity.ERROR, "nul-in-text", f"{stats.text_with_nul} text value(s) contain NUL bytes"
-        )
+        if policy == "bytea":
+            find(Severity.WARNING, "nul-in-text", "text with NUL bytes stored as bytea (policy)")
+            return Mapped(pg_type="bytea", findings=tuple(f))
+        if policy == "null":
+            find(
+                Severity.WARNING,
+                "nul-in-text",
+                f"{stats.text_with_nul} value(s) with NUL bytes stored as NULL (policy)",
+                stats.text_with_nul,
+            )
+        else:
+            find(
+                Severity.ERROR,
+                "nul-in-text",
+                f"{stats.text_with_nul} text value(s) contain NUL bytes, which PostgreSQL text refuses;"
+                " policy 'bytea' or 'null' decides",
+                stats.text_with_nul,
+            )
     if classes == {"blob"} or (aff == "BLOB" and not classes - {"blob"} and classes):
         return Mapped(pg_type="bytea", findings=tuple(f))
     if classes <= {"integer"} and classes:
@@ -125,11 +171,27 @@ def map_column(table: str, column: str, declared: str, stats: ColumnStats) -> Ma
             )
         return Mapped(pg_type="bigint", findings=tuple(f))
     if classes <= {"integer", "real"} and classes:
+        if aff == "INTEGER" and stats.real and policy != "double":
+            find(
+                Severity.ERROR,
+                "int-overflow",
+                f"{stats.real} value(s) in an INTEGER column are stored as REAL (an integer beyond"
+                " 64 bits, or a fraction); policy 'double' accepts double precision",
+                stats.real,
+            )
+        big = max(abs(stats.int_min or 0), abs(stats.int_max or 0))
+        if big > 2**53:
+            find(
+                Severity.ERROR,
+                "int-precision",
+                "integers beyond 2^53 would lose precision in double precision",
+            )
         if stats.nan_or_inf:
             find(
-                Severity.WARNING,
-                "nan-inf",
-                f"{stats.nan_or_inf} NaN/Infinity value(s) kept in double precision",
+                Severity.INFO,
+                "infinity",
+                f"{stats.nan_or_inf} Infinity value(s) kept as Infinity in double precision",
+                stats.nan_or_inf,
             )
         return Mapped(pg_type="double precision", findings=tuple(f))
     if classes <= {"text"}:
@@ -147,22 +209,31 @@ def map_column(table: str, column: str, declared: str, stats: ColumnStats) -> Ma
                     f"no values; declared {declared!r} maps to numeric",
                 )
             return Mapped(pg_type=pg, findings=tuple(f))
+        if f:
+            return Mapped(pg_type="text", findings=tuple(f))
         if stats.all_json and "JSON" in declared.upper():
+            find(
+                Severity.INFO,
+                "jsonb",
+                "JSON text becomes jsonb: key order and whitespace are normalised",
+            )
             return Mapped(pg_type="jsonb", findings=tuple(f))
+        if stats.all_date_only and "DATE" in declared.upper() and "TIME" not in declared.upper():
+            return Mapped(pg_type="date", findings=tuple(f))
         if stats.all_iso_datetime and _DATE_WORDS.search(declared):
             find(
                 Severity.INFO,
                 "naive-datetime",
                 "text datetimes without zone become timestamp (no time zone): values are not shifted",
             )
-            return Mapped(
-                pg_type="timestamp" if "TIME" in declared.upper() else "date", findings=tuple(f)
-            )
+            return Mapped(pg_type="timestamp", findings=tuple(f))
         return Mapped(pg_type="text", findings=tuple(f))
     return Mapped(pg_type="text", findings=tuple(f))
 
 
-def blocking(findings: list[Finding], accepted: Mapping[str, bool] | None = None) -> list[Finding]:
+def blocking(
+    findings: list[Finding] | tuple[Finding, ...], accepted: Mapping[str, bool] | None = None
+) -> list[Finding]:
     """Errors not accepted by name (`table.column:code` or `table:code`) stop the migration."""
     accepted = accepted or {}
     out = []

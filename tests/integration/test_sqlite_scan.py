@@ -55,12 +55,12 @@ def test_scan_decides_types_and_findings_without_touching_the_source(source):
     assert decided == {
         "flag": ("boolean", []),
         "score": ("double precision", []),  # 2 stored as integer: REAL affinity made it 2.0
-        "meta": ("jsonb", []),
+        "meta": ("jsonb", ["jsonb"]),
         "born": ("timestamp", ["naive-datetime"]),
         "raw": ("bytea", []),
         "note": ("text", ["nul-in-text"]),
         "select": ("text", ["mixed-storage"]),
-        "big": ("double precision", ["nan-inf"]),
+        "big": ("double precision", ["infinity"]),
     }
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
 

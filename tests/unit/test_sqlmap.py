@@ -56,15 +56,13 @@ def test_types_from_declaration_and_values():
     assert map_column("t", "c", "BLOB", ColumnStats(blob=2)).pg_type == "bytea"
     dt = map_column("t", "c", "DATETIME", ColumnStats(text=4, all_iso_datetime=True))
     assert dt.pg_type == "timestamp" and dt.findings[0].code == "naive-datetime"
-    assert (
-        map_column("t", "c", "DATE", ColumnStats(text=4, all_iso_datetime=True)).pg_type == "date"
-    )
+    assert map_column("t", "c", "DATE", ColumnStats(text=4, all_date_only=True)).pg_type == "date"
     assert map_column("t", "c", "TEXT", ColumnStats(text=4)).pg_type == "text"
 
 
 def test_refused_data_is_an_error_finding_that_blocks_unless_accepted():
     mixed = map_column("votes", "position", "TEXT", ColumnStats(text=3, integer=1))
-    big = map_column("t", "n", "INTEGER", ColumnStats(integer=1, int_min=0, int_max=2**64))
+    big = map_column("t", "n", "INTEGER", ColumnStats(integer=1, real=1, int_min=0, int_max=5))
     nul = map_column("t", "s", "TEXT", ColumnStats(text=2, text_with_nul=1))
     findings = [*mixed.findings, *big.findings, *nul.findings]
     assert {f.code for f in findings} == {"mixed-storage", "int-overflow", "nul-in-text"}

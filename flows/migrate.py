@@ -1,0 +1,378 @@
+"""migrate: SQLite → PostgreSQL, planned, loaded into staging, validated, swapped atomically.
+
+`python -m flows.migrate SQLITE_PATH POSTGRES_DSN [--dry-run] [--json]
+[--accept KEY ...] [--policy TABLE.COLUMN=POLICY ...]` runs this flow locally;
+exit code 0 only if validation passed (or, for a dry run, nothing blocks).
+
+Order matters for safety: every input is validated, then the source is
+snapshotted and the plan built without touching the target; blocking findings
+stop here. Only then is the staging schema written, and only a passed
+validation lets `swap` change what the target serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from blocks.postgres import PostgresDatabase
+from tasks import migrate as m
+from tasks.core.errors import ConfigError, MigrationError
+from tasks.core.migration import MigrationOptions, Plan, plan_markdown
+from tasks.core.sqlmap import POLICIES, Finding
+
+#: Set by the command line to draw a rich progress bar: (done, total) -> None.
+console_progress: Callable[[int, int], None] | None = None
+
+
+class ValidationFailed(MigrationError):
+    """Source and target differ; nothing was swapped into place."""
+
+
+class MigrationReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    target_schema: str
+    dry_run: bool
+    tables: dict[str, int]  # rows per table
+    rows: int
+    seconds: float
+    phases: dict[str, float]
+    findings: tuple[Finding, ...]
+    blocking: tuple[str, ...]
+    validation: m.Validation | None
+    passed: bool
+    swapped: bool
+
+
+def _options(accept: list[str], policies: dict[str, str], target_schema: str) -> MigrationOptions:
+    for key, value in policies.items():
+        if "." not in key:
+            raise ConfigError(f"policies[{key!r}]", "keys are TABLE.COLUMN")
+        if value not in POLICIES:
+            raise ConfigError(
+                f"policies[{key!r}]", f"unknown policy {value!r}; one of {sorted(POLICIES)}"
+            )
+    return MigrationOptions(
+        accept=frozenset(accept), policies=policies, target_schema=target_schema
+    )
+
+
+@task(name="plan-migration", cache_policy=NO_CACHE)
+def plan_migration(
+    sqlite_path: str, work: str, options: MigrationOptions, workers: int
+) -> tuple[str, Plan]:
+    """Snapshot the source (read-only), introspect and scan it, decide everything."""
+    snap = m.snapshot(Path(sqlite_path), Path(work))
+    plan = m.make_plan(snap, options, workers)
+    create_markdown_artifact(
+        key="migration-plan",
+        markdown=plan_markdown(plan, Path(sqlite_path).name),
+        description="SQLite → PostgreSQL plan",
+    )
+    return str(snap), plan
+
+
+def run_with_progress(
+    jobs: list[Callable[[], Any]], workers: int, tick: Callable[[], None]
+) -> list[Any]:
+    """Jobs on threads; `tick` runs on this thread twice a second (Prefect calls need it)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures: list[Future[Any]] = [pool.submit(j) for j in jobs]
+        while True:
+            done, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+            tick()
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                for f in pending:
+                    f.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+            if not pending:
+                return [f.result() for f in futures]
+
+
+@task(name="load-staging", cache_policy=NO_CACHE)
+def load_staging(
+    snapshot: str, database: PostgresDatabase, plan: Plan, workers: int
+) -> dict[str, tuple[int, int]]:
+    """Staging tables, then every table's rows by COPY while the source checksums are taken."""
+    dsn, password = database.get_client()
+    path = Path(snapshot)
+    m.prepare_stage(dsn, password, plan, database.target_schema)
+    progress = m.Progress(total=plan.total_rows)
+    copies = [
+        (lambda t=t, r=r: m.copy_chunk(path, dsn, password, t, r, progress))
+        for t in sorted(plan.tables, key=lambda t: -t.rows)
+        for r in m._chunks(path, t)
+    ]
+    sums = [(lambda t=t: m.source_checksum(path, t)) for t in plan.tables]
+    artifact = create_progress_artifact(
+        progress=0.0, key="migration-progress", description="rows copied into staging"
+    )
+    state = {"last": -1.0}
+
+    def tick() -> None:
+        pct = 100.0 * progress.done / max(1, progress.total)
+        if pct - state["last"] >= 1 or (pct == 100 and state["last"] < 100):
+            update_progress_artifact(artifact_id=artifact, progress=pct)  # type: ignore[arg-type]
+            state["last"] = pct
+        if console_progress is not None:
+            console_progress(progress.done, progress.total)
+
+    results = run_with_progress([*copies, *sums], workers, tick)
+    tick()
+    return {t.name: results[len(copies) + i] for i, t in enumerate(plan.tables)}
+
+
+@task(name="build-keys", cache_policy=NO_CACHE)
+def build_keys(database: PostgresDatabase, plan: Plan, workers: int) -> None:
+    dsn, password = database.get_client()
+    m.build_keys(dsn, password, plan, workers)
+
+
+@task(name="validate-migration", cache_policy=NO_CACHE)
+def validate_migration(
+    snapshot: str,
+    database: PostgresDatabase,
+    plan: Plan,
+    workers: int,
+    source_sums: dict[str, tuple[int, int]] | None,
+) -> m.Validation:
+    dsn, password = database.get_client()
+    v = m.validate(Path(snapshot), dsn, password, plan, workers, source_sums)
+    rows = [
+        {
+            "object": t.name,
+            "rows (SQLite)": t.rows_source,
+            "rows (PostgreSQL)": t.rows_target,
+            "checksums": "equal" if t.checksum_source == t.checksum_target else "DIFFER",
+            "differing keys": ", ".join(map(str, t.differing_keys)),
+            "verdict": "pass" if t.ok else "FAIL",
+        }
+        for t in v.tables
+    ] + [
+        {
+            "object": f"view {x.name}",
+            "rows (SQLite)": x.rows_source,
+            "rows (PostgreSQL)": x.rows_target,
+            "checksums": "results equal" if x.ok else "results DIFFER",
+            "differing keys": "",
+            "verdict": "pass" if x.ok else "FAIL",
+        }
+        for x in v.views
+    ]
+    create_table_artifact(
+        key="migration-validation",
+        table=rows,
+        description="validation: " + ("passed" if v.passed else "FAILED"),
+    )
+    return v
+
+
+@task(name="swap-into-place", cache_policy=NO_CACHE)
+def swap_into_place(database: PostgresDatabase, plan: Plan) -> list[str]:
+    dsn, password = database.get_client()
+    return m.swap(dsn, password, plan, database.target_schema)
+
+
+def _resolve(database: PostgresDatabase | str) -> PostgresDatabase:
+    if isinstance(database, str):
+        try:
+            loaded: PostgresDatabase = PostgresDatabase.load(database)  # type: ignore[assignment]
+        except ValueError as exc:
+            raise ConfigError("database", f"no PostgresDatabase block named {database!r}") from exc
+        database = loaded
+    database.validate_target()
+    return database
+
+
+@flow(name="migrate")
+def migrate(
+    sqlite_path: str,
+    database: PostgresDatabase | str,
+    dry_run: bool = False,
+    accept: list[str] | None = None,
+    policies: dict[str, str] | None = None,
+    workers: int = 0,
+) -> MigrationReport:
+    """Migrate a SQLite file into PostgreSQL; the target changes only if validation passed."""
+    log = get_run_logger()
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    db = _resolve(database)
+    options = _options(accept or [], policies or {}, db.target_schema)
+    if not Path(sqlite_path).is_file():
+        raise ConfigError("sqlite_path", f"{sqlite_path} does not exist or is not a file")
+    workers = workers or m.cores()
+    work = m.workdir()
+    try:
+
+        def phase(name: str, t0: float) -> None:
+            phases[name] = round(time.perf_counter() - t0, 3)
+
+        t0 = time.perf_counter()
+        snap, plan = plan_migration(sqlite_path, str(work), options, workers)
+        phase("plan", t0)
+        report: dict[str, Any] = dict(
+            source=sqlite_path,
+            target_schema=db.target_schema,
+            dry_run=dry_run,
+            tables={t.name: t.rows for t in plan.tables},
+            rows=plan.total_rows,
+            findings=plan.findings,
+            blocking=tuple(f.key for f in plan.blocking),
+        )
+        if plan.blocking:
+            raise MigrationError(
+                "the plan has blocking findings: "
+                + "; ".join(f"{f.key}: {f.message}" for f in plan.blocking),
+                hint="fix the source, set a per-column policy, or accept the finding by its key",
+            )
+        if dry_run:
+            return MigrationReport(
+                **report,
+                seconds=round(time.perf_counter() - started, 3),
+                phases=phases,
+                validation=None,
+                passed=True,
+                swapped=False,
+            )
+        dsn, password = db.get_client()
+        with m.migration_lock(dsn, password):
+            try:
+                t0 = time.perf_counter()
+                sums = load_staging(snap, db, plan, workers)
+                phase("copy", t0)
+                t0 = time.perf_counter()
+                build_keys(db, plan, workers)
+                phase("keys", t0)
+                t0 = time.perf_counter()
+                validation = validate_migration(snap, db, plan, workers, sums)
+                phase("validate", t0)
+                if not validation.passed:
+                    bad = [t.name for t in validation.tables if not t.ok] + [
+                        v.name for v in validation.views if not v.ok
+                    ]
+                    raise ValidationFailed(
+                        f"validation failed for {', '.join(bad)}; the target is unchanged",
+                        hint="see the migration-validation artifact",
+                    )
+                t0 = time.perf_counter()
+                swap_into_place(db, plan)
+                phase("swap", t0)
+            except Exception:
+                m.drop_stage(dsn, password)
+                raise
+        log.info(
+            "migrated %d rows in %d tables: validation passed, swapped into %s",
+            plan.total_rows,
+            len(plan.tables),
+            db.target_schema,
+        )
+        return MigrationReport(
+            **report,
+            seconds=round(time.perf_counter() - started, 3),
+            phases=phases,
+            validation=validation,
+            passed=True,
+            swapped=True,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.migrate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("sqlite_path")
+    parser.add_argument("postgres_dsn")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan only; the target is not touched"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accept a blocking finding by key",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="TABLE.COLUMN=POLICY",
+        help=f"one of {sorted(POLICIES)}",
+    )
+    parser.add_argument("--schema", default="public", help="target schema")
+    parser.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    policies = dict(p.split("=", 1) for p in args.policy if "=" in p)
+    db = PostgresDatabase(dsn=SecretStr(args.postgres_dsn), target_schema=args.schema)
+    global console_progress
+    from rich.progress import Progress
+
+    bar = Progress(disable=args.json or not sys.stderr.isatty(), transient=True)
+    task_id = bar.add_task("copying rows", total=None)
+    lock = threading.Lock()
+
+    def show(done: int, total: int) -> None:
+        with lock:
+            bar.update(task_id, completed=done, total=total)
+
+    console_progress = show
+    report: MigrationReport | None = None
+    error: str | None = None
+    with bar:
+        try:
+            report = migrate(
+                args.sqlite_path,
+                db,
+                dry_run=args.dry_run,
+                accept=args.accept,
+                policies=policies,
+                workers=args.workers,
+            )
+        except Exception as exc:  # noqa: BLE001 - the command reports every failure as JSON or text
+            error = f"{type(exc).__name__}: {exc}"
+    if args.json:
+        out = report.model_dump(mode="json") if report else {"passed": False, "error": error}
+        print(json.dumps(out))
+    elif report is not None:
+        if args.dry_run:
+            print(
+                f"plan: {report.rows} rows in {len(report.tables)} tables; {len(report.findings)} finding(s)"
+            )
+            for f in report.findings:
+                print(f"  {f.severity:7} {f.key}: {f.message}")
+        else:
+            print(
+                f"migrated {report.rows} rows in {report.seconds:.1f} s; validation {'passed' if report.passed else 'FAILED'}"
+            )
+    else:
+        print(f"migration failed: {error}", file=sys.stderr)
+    return 0 if report is not None and report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

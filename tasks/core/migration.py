@@ -1,0 +1,732 @@
+"""The migration plan: every SQLite object mapped to PostgreSQL, as data, before any write.
+
+The plan is pure: it is built from what introspection and the scan found and
+rendered into SQL here, so a dry run, the Prefect artifact, the tests and the
+executor all see the same decisions. Anything lossy or uncertain is a finding;
+errors stop the migration unless accepted by name (`Finding.key`).
+
+Two details carry most of the correctness:
+- the COPY text of each row is produced *by SQLite* (C speed) with one
+  expression per column (`copy_expr`); reals go through ``printf('%!.17g')``,
+  17 significant digits, so no bit of a double is lost;
+- validation hashes one canonical text per value on both sides (`canon_*`):
+  SQLite/Python from the source values, PostgreSQL from the typed values it
+  stored. A lossy conversion therefore changes the checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.sqlddl import (
+    DDLError,
+    Untranslatable,
+    parse_create_index,
+    parse_create_table,
+    translate,
+    view_select,
+)
+from tasks.core.sqlmap import ColumnStats, Finding, Severity, blocking, map_column, quote_ident
+
+_F = ConfigDict(frozen=True)
+
+
+# ---------------------------------------------------------------- what the source holds
+
+
+class SourceColumn(BaseModel):
+    model_config = _F
+    name: str
+    declared: str
+    notnull: bool
+    default: str | None
+    pk: int  # position in the primary key, 0 if not part of it
+    hidden: int = 0  # 2/3: generated column
+
+
+class SourceIndex(BaseModel):
+    model_config = _F
+    name: str
+    unique: bool
+    origin: str  # c: CREATE INDEX, u: UNIQUE constraint, pk: primary key
+    partial: bool
+    sql: str | None
+    columns: tuple[str | None, ...]  # None for an expression term
+
+
+class SourceFK(BaseModel):
+    model_config = _F
+    id: int
+    ref_table: str
+    from_cols: tuple[str, ...]
+    to_cols: tuple[str | None, ...]
+    on_update: str
+    on_delete: str
+
+
+class SourceTable(BaseModel):
+    model_config = _F
+    name: str
+    sql: str
+    columns: tuple[SourceColumn, ...]
+    indexes: tuple[SourceIndex, ...] = ()
+    fks: tuple[SourceFK, ...] = ()
+    without_rowid: bool = False
+    autoincrement: bool = False
+    rows: int = 0
+    sequence: int | None = None  # sqlite_sequence.seq (AUTOINCREMENT)
+    max_key: int | None = None  # max of an INTEGER PRIMARY KEY
+
+
+class SourceView(BaseModel):
+    model_config = _F
+    name: str
+    sql: str
+
+
+class SourceTrigger(BaseModel):
+    model_config = _F
+    name: str
+    table: str
+    sql: str
+
+
+class SourceSchema(BaseModel):
+    model_config = _F
+    tables: tuple[SourceTable, ...]
+    views: tuple[SourceView, ...] = ()
+    triggers: tuple[SourceTrigger, ...] = ()
+
+
+class Refusal(BaseModel):
+    """Rows a scan found PostgreSQL would refuse or SQLite never enforced (FK orphans)."""
+
+    model_config = _F
+    table: str
+    column: str | None
+    code: str
+    count: int
+    rowids: tuple[int, ...]
+    detail: str = ""
+
+
+class MigrationOptions(BaseModel):
+    """What the user decided: accepted findings by key, and per-column data policies."""
+
+    model_config = _F
+    accept: frozenset[str] = frozenset()
+    policies: Mapping[str, str] = Field(default_factory=dict)  # "table.column" -> policy
+    target_schema: str = "public"
+
+
+# ---------------------------------------------------------------- the plan
+
+
+class PlanColumn(BaseModel):
+    model_config = _F
+    name: str
+    pg_type: str
+    notnull: bool
+    default_sql: str | None
+    identity: bool
+    copy_expr: str  # SQLite expression: this value as one COPY-text field
+    src_canon: str  # SQLite expression: canonical text, or the raw value for `canon_kind`
+    canon_kind: str  # plain | double | json | timestamp | date: who finishes the canonical text
+    pg_canon: str  # PostgreSQL expression: the same canonical text from the stored value
+
+
+class PlanIndex(BaseModel):
+    model_config = _F
+    name: str
+    sql: str  # CREATE INDEX ... with the table left as {table}
+
+
+class PlanFK(BaseModel):
+    model_config = _F
+    name: str
+    sql: str  # ALTER TABLE {table} ADD CONSTRAINT ...
+    not_valid: bool
+
+
+class PlanTable(BaseModel):
+    model_config = _F
+    name: str
+    columns: tuple[PlanColumn, ...]
+    checks: tuple[str, ...]
+    primary_key: tuple[str, ...]
+    uniques: tuple[tuple[str, ...], ...]
+    indexes: tuple[PlanIndex, ...]
+    fks: tuple[PlanFK, ...]
+    rows: int
+    restart_with: int | None  # identity's next value: never reuse an id SQLite handed out
+    has_rowid: bool
+
+
+class PlanView(BaseModel):
+    model_config = _F
+    name: str
+    select_sql: str
+
+
+class Plan(BaseModel):
+    model_config = _F
+    tables: tuple[PlanTable, ...]
+    views: tuple[PlanView, ...]
+    findings: tuple[Finding, ...]
+    blocking: tuple[Finding, ...]
+    needs_citext: bool
+
+    def table(self, name: str) -> PlanTable:
+        return next(t for t in self.tables if t.name == name)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+def _esc(x: str) -> str:
+    """SQLite expression escaping a text value for PostgreSQL's COPY text format."""
+    return (
+        f"replace(replace(replace(replace({x}, '\\', '\\\\'), char(9), '\\t'),"
+        f" char(10), '\\n'), char(13), '\\r')"
+    )
+
+
+_REAL_TEXT = "printf('%!.17g', {c})"
+_DOUBLE_COPY = (
+    "CASE WHEN {c} > 1.7976931348623157e308 THEN 'Infinity'"
+    " WHEN {c} < -1.7976931348623157e308 THEN '-Infinity' ELSE printf('%!.17g', {c}) END"
+)
+
+
+def _column_exprs(c: str, pg_type: str, policy: str | None) -> tuple[str, str, str, str]:
+    """(copy_expr, src_canon, canon_kind, pg_canon) for one column, `c` already quoted."""
+    value = c
+    if policy == "null":
+        value = f"CASE WHEN typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0 THEN NULL ELSE {c} END"
+    if pg_type == "bigint":
+        return f"CAST({value} AS TEXT)", f"CAST({value} AS TEXT)", "plain", "{c}::text"
+    if pg_type == "boolean":
+        b = f"CASE WHEN {value} THEN 't' ELSE 'f' END"
+        return b, b, "plain", "CASE WHEN {c} THEN 't' ELSE 'f' END"
+    if pg_type == "double precision":
+        return _DOUBLE_COPY.format(c=value), value, "double", "encode(float8send({c}), 'hex')"
+    if pg_type == "bytea":
+        hexed = f"lower(hex({value}))"
+        return f"'\\\\x' || {hexed}", hexed, "plain", "encode({c}, 'hex')"
+    if pg_type == "jsonb":
+        return _esc(value), value, "json", "{c}::text"
+    if pg_type == "timestamp":
+        return _esc(value), value, "timestamp", "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
+    if pg_type == "date":
+        return _esc(value), value, "date", "to_char({c}, 'YYYY-MM-DD')"
+    as_text = (
+        f"CASE typeof({value}) WHEN 'real' THEN {_REAL_TEXT.format(c=value)}"
+        f" ELSE CAST({value} AS TEXT) END"
+    )
+    return _esc(as_text), as_text, "plain", "{c}::text"
+
+
+def _nocase(pg_type: str) -> str:
+    return "citext" if pg_type == "text" else pg_type
+
+
+def _resolver(names: Mapping[str, str]) -> Callable[[str], str | None]:
+    return lambda n: names.get(n.lower())
+
+
+def _default_sql(raw: str | None, pg_type: str, resolve: Callable[[str], str | None]) -> str | None:
+    if raw is None:
+        return None
+    from tasks.core.sqlddl import tokenize
+
+    toks = tokenize(raw)
+    if pg_type == "boolean" and [t.text for t in toks] in (["0"], ["1"]):
+        return "false" if toks[0].text == "0" else "true"
+    return translate(toks, resolve, now_as_text=pg_type not in ("timestamp", "date"))
+
+
+def build_plan(
+    schema: SourceSchema,
+    stats: Mapping[tuple[str, str], ColumnStats],
+    refusals: tuple[Refusal, ...] = (),
+    options: MigrationOptions | None = None,
+) -> Plan:
+    """Decide everything; raise nothing for bad data, report it as findings instead."""
+    options = options or MigrationOptions()
+    findings: list[Finding] = []
+
+    def find(sev: Severity, code: str, obj: str, msg: str, column: str | None = None) -> None:
+        findings.append(Finding(severity=sev, code=code, table=obj, column=column, message=msg))
+
+    all_names: dict[str, str] = {}
+    for t in schema.tables:
+        all_names[t.name.lower()] = t.name
+        for c in t.columns:
+            all_names.setdefault(c.name.lower(), c.name)
+    for v in schema.views:
+        all_names[v.name.lower()] = v.name
+    resolve_any = _resolver(all_names)
+
+    refused_by: dict[tuple[str, str | None, str], Refusal] = {
+        (r.table, r.column, r.code): r for r in refusals
+    }
+    accepted = {k: True for k in options.accept}
+    tables: list[PlanTable] = []
+    needs_citext = False
+    for t in schema.tables:
+        try:
+            ddl = parse_create_table(t.sql)
+        except DDLError as exc:
+            find(Severity.ERROR, "unreadable-ddl", t.name, str(exc))
+            continue
+        col_ddl = {c.name.lower(): c for c in ddl.columns}
+        names = {c.name.lower(): c.name for c in t.columns}
+        resolve = _resolver({**all_names, **names})
+        pk_cols = tuple(c.name for c in sorted((c for c in t.columns if c.pk), key=lambda c: c.pk))
+        rowid_alias = (
+            not t.without_rowid
+            and len(pk_cols) == 1
+            and next(c for c in t.columns if c.name == pk_cols[0]).declared.upper() == "INTEGER"
+        )
+        cols: list[PlanColumn] = []
+        for c in t.columns:
+            if c.hidden in (2, 3):
+                find(
+                    Severity.ERROR,
+                    "generated-column",
+                    t.name,
+                    "generated column: accepting copies its values as a plain column",
+                    c.name,
+                )
+            policy = options.policies.get(f"{t.name}.{c.name}")
+            st = stats.get((t.name, c.name), ColumnStats())
+            mapped = map_column(t.name, c.name, c.declared, st, policy)
+            for fd in mapped.findings:
+                ref = refused_by.get((t.name, c.name, fd.code))
+                findings.append(
+                    fd.model_copy(update={"rowids": ref.rowids}) if ref is not None else fd
+                )
+            pg_type = mapped.pg_type
+            identity = rowid_alias and c.name == pk_cols[0]
+            cd = col_ddl.get(c.name.lower())
+            if cd is not None and cd.collate == "NOCASE":
+                if pg_type == "text":
+                    needs_citext = True
+                    find(
+                        Severity.INFO,
+                        "nocase",
+                        t.name,
+                        "COLLATE NOCASE becomes citext: comparisons, UNIQUE and IN ignore case"
+                        " (for all of Unicode, where SQLite folds ASCII only)",
+                        c.name,
+                    )
+                else:
+                    find(
+                        Severity.WARNING,
+                        "nocase",
+                        t.name,
+                        f"COLLATE NOCASE on a {pg_type} column has no effect",
+                        c.name,
+                    )
+            elif cd is not None and cd.collate not in (None, "BINARY"):
+                find(
+                    Severity.ERROR,
+                    "collation",
+                    t.name,
+                    f"collation {cd.collate} has no PostgreSQL equivalent",
+                    c.name,
+                )
+            q = quote_ident(c.name)
+            copy_expr, src_canon, kind, pg_canon = _column_exprs(q, pg_type, policy)
+            try:
+                default = _default_sql(c.default, pg_type, resolve)
+            except (Untranslatable, DDLError) as exc:
+                find(Severity.ERROR, "untranslatable", t.name, f"DEFAULT: {exc}", c.name)
+                default = None
+            cols.append(
+                PlanColumn(
+                    name=c.name,
+                    pg_type=_nocase(pg_type)
+                    if cd is not None and cd.collate == "NOCASE"
+                    else pg_type,
+                    notnull=c.notnull,
+                    default_sql=default,
+                    identity=identity,
+                    copy_expr=f"coalesce({copy_expr}, '\\N')",
+                    src_canon=src_canon,
+                    canon_kind=kind,
+                    pg_canon=pg_canon.format(c=q),
+                )
+            )
+        checks: list[str] = []
+        for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
+            try:
+                checks.append(translate(toks, resolve))
+            except (Untranslatable, DDLError) as exc:
+                find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
+        uniques = tuple(tuple(str(x) for x in ix.columns) for ix in t.indexes if ix.origin == "u")
+        indexes: list[PlanIndex] = []
+        for ix in t.indexes:
+            if ix.origin != "c" or ix.sql is None:
+                continue
+            try:
+                indexes.append(PlanIndex(name=ix.name, sql=_index_sql(ix, t.name, resolve)))
+            except (Untranslatable, DDLError) as exc:
+                find(Severity.ERROR, "untranslatable", ix.name, f"index on {t.name}: {exc}")
+        fks: list[PlanFK] = []
+        for fk in t.fks:
+            name = f"{t.name}_fk{fk.id}"
+            orphans = refused_by.get((t.name, None, f"fk-orphans-{fk.id}"))
+            not_valid = False
+            if orphans is not None and orphans.count:
+                fd = Finding(
+                    severity=Severity.ERROR,
+                    code=f"fk-orphans-{fk.id}",
+                    table=t.name,
+                    column=None,
+                    message=f"{orphans.count} row(s) reference a missing {fk.ref_table} row"
+                    f" ({', '.join(fk.from_cols)}); accepting keeps them and creates the"
+                    " foreign key NOT VALID (enforced for new rows only)",
+                    count=orphans.count,
+                    rowids=orphans.rowids,
+                )
+                findings.append(fd)
+                not_valid = True
+            ref_cols = (
+                ""
+                if any(x is None for x in fk.to_cols)
+                else " (" + ", ".join(quote_ident(str(x)) for x in fk.to_cols) + ")"
+            )
+            actions = "".join(
+                f" ON {kind} {act}"
+                for kind, act in (("UPDATE", fk.on_update), ("DELETE", fk.on_delete))
+                if act.upper() not in ("NO ACTION", "")
+            )
+            sql = (
+                f"ALTER TABLE {{table}} ADD CONSTRAINT {quote_ident(name[:63])} FOREIGN KEY ("
+                + ", ".join(quote_ident(x) for x in fk.from_cols)
+                + f") REFERENCES {{schema}}.{quote_ident(all_names.get(fk.ref_table.lower(), fk.ref_table))}"
+                + ref_cols
+                + actions
+                + " DEFERRABLE INITIALLY IMMEDIATE"
+                + (" NOT VALID" if not_valid else "")
+            )
+            fks.append(PlanFK(name=name, sql=sql, not_valid=not_valid))
+        if t.autoincrement:
+            find(
+                Severity.INFO,
+                "identity",
+                t.name,
+                "AUTOINCREMENT becomes an identity that restarts after sqlite_sequence: ids are never reused",
+                pk_cols[0] if pk_cols else None,
+            )
+        restart = None
+        if rowid_alias:
+            restart = max(t.max_key or 0, t.sequence or 0) + 1
+        if t.without_rowid:
+            find(
+                Severity.INFO,
+                "without-rowid",
+                t.name,
+                "WITHOUT ROWID table: a plain table keyed by its primary key",
+            )
+        tables.append(
+            PlanTable(
+                name=t.name,
+                columns=tuple(cols),
+                checks=tuple(checks),
+                primary_key=pk_cols,
+                uniques=uniques,
+                indexes=tuple(indexes),
+                fks=tuple(fks),
+                rows=t.rows,
+                restart_with=restart,
+                has_rowid=not t.without_rowid,
+            )
+        )
+    views: list[PlanView] = []
+    for v in schema.views:
+        try:
+            views.append(
+                PlanView(
+                    name=v.name,
+                    select_sql=translate(view_select(v.sql), resolve_any),
+                )
+            )
+        except (Untranslatable, DDLError, ValueError) as exc:
+            find(Severity.ERROR, "untranslatable", v.name, f"view: {exc}")
+    for tr in schema.triggers:
+        find(
+            Severity.ERROR,
+            "trigger",
+            tr.name,
+            f"trigger on {tr.table} is not translated to PL/pgSQL; accepting migrates without it",
+        )
+    stops = blocking(findings, accepted)
+    return Plan(
+        tables=tuple(tables),
+        views=tuple(views),
+        findings=tuple(findings),
+        blocking=tuple(stops),
+        needs_citext=needs_citext,
+    )
+
+
+def _index_sql(ix: SourceIndex, table: str, resolve: Callable[[str], str | None]) -> str:
+    assert ix.sql is not None
+    ddl = parse_create_index(ix.sql)
+    terms = []
+    for term in ddl.terms:
+        if term.collate == "NOCASE":
+            raise Untranslatable("COLLATE NOCASE on an index term")
+        expr = translate(term.tokens, resolve)
+        if len(term.tokens) > 1:
+            expr = f"({expr})"
+        terms.append(expr + (" DESC" if term.desc else ""))
+    sql = (
+        f"CREATE {'UNIQUE ' if ddl.unique else ''}INDEX {quote_ident(ix.name)} ON {{table}} ("
+        + ", ".join(terms)
+        + ")"
+    )
+    if ddl.where:
+        sql += " WHERE " + translate(ddl.where, resolve)
+    return sql
+
+
+# ---------------------------------------------------------------- SQL the executor runs
+
+
+def create_table_sql(t: PlanTable, schema: str) -> str:
+    parts = []
+    for c in t.columns:
+        s = f"{quote_ident(c.name)} {c.pg_type}"
+        if c.identity:
+            s += " GENERATED BY DEFAULT AS IDENTITY"
+        if c.notnull:
+            s += " NOT NULL"
+        if c.default_sql is not None and not c.identity:
+            s += f" DEFAULT {c.default_sql}"
+        parts.append(s)
+    parts += [f"CHECK ({x})" for x in t.checks]
+    return (
+        f"CREATE TABLE {quote_ident(schema)}.{quote_ident(t.name)} (\n  "
+        + ",\n  ".join(parts)
+        + "\n)"
+    )
+
+
+def post_load_sql(t: PlanTable, schema: str) -> list[str]:
+    """Keys and indexes, built after the bulk load (faster than maintaining them row by row)."""
+    qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    out = []
+    if t.primary_key:
+        out.append(
+            f"ALTER TABLE {qt} ADD PRIMARY KEY ("
+            + ", ".join(quote_ident(c) for c in t.primary_key)
+            + ")"
+        )
+    for u in t.uniques:
+        out.append(f"ALTER TABLE {qt} ADD UNIQUE (" + ", ".join(quote_ident(c) for c in u) + ")")
+    out += [ix.sql.format(table=qt) for ix in t.indexes]
+    out += restart_sql(t, schema)
+    return out
+
+
+def restart_sql(t: PlanTable, schema: str, restart_with: int | None = None) -> list[str]:
+    value = restart_with if restart_with is not None else t.restart_with
+    ident = next((c for c in t.columns if c.identity), None)
+    if ident is None or value is None:
+        return []
+    return [
+        f"ALTER TABLE {quote_ident(schema)}.{quote_ident(t.name)} ALTER COLUMN"
+        f" {quote_ident(ident.name)} RESTART WITH {value}"
+    ]
+
+
+def fk_sql(t: PlanTable, schema: str) -> list[str]:
+    qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    return [fk.sql.format(table=qt, schema=quote_ident(schema)) for fk in t.fks]
+
+
+def copy_select(t: PlanTable) -> str:
+    """One SQLite SELECT whose single column is the row as one COPY-text line."""
+    line = " || char(9) || ".join(c.copy_expr for c in t.columns)
+    return f"SELECT {line} FROM {quote_ident(t.name)}"
+
+
+def copy_into(t: PlanTable, schema: str) -> str:
+    cols = ", ".join(quote_ident(c.name) for c in t.columns)
+    return f"COPY {quote_ident(schema)}.{quote_ident(t.name)} ({cols}) FROM STDIN"
+
+
+# ---------------------------------------------------------------- canonical values
+
+
+def _piece(v: str | None) -> str:
+    return "\\N" if v is None else f"{len(v)}:{v}"
+
+
+def jsonb_text(value: str) -> str:
+    """PostgreSQL's text output of `value::jsonb`, computed without PostgreSQL.
+
+    jsonb keeps the last of duplicate keys, orders keys by length then bytes,
+    prints numbers as numeric does (no exponent) and uses ", " / ": ".
+    """
+
+    def num(x: Decimal) -> str:
+        return format(x, "f")
+
+    def out(v: Any) -> str:
+        if isinstance(v, dict):
+            keys = sorted(v, key=lambda k: (len(k.encode()), k.encode()))
+            return "{" + ", ".join(f"{_jstr(k)}: {out(v[k])}" for k in keys) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(out(x) for x in v) + "]"
+        if v is True:
+            return "true"
+        if v is False:
+            return "false"
+        if v is None:
+            return "null"
+        if isinstance(v, str):
+            return _jstr(v)
+        return num(Decimal(v) if isinstance(v, int) else v)
+
+    return out(json.loads(value, parse_float=Decimal, parse_int=Decimal))
+
+
+_JESC = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _jstr(s: str) -> str:
+    return (
+        '"'
+        + "".join(_JESC.get(ch, f"\\u{ord(ch):04x}" if ord(ch) < 0x20 else ch) for ch in s)
+        + '"'
+    )
+
+
+def _double(v: Any) -> str:
+    return struct.pack(">d", float(v)).hex()
+
+
+def _timestamp(v: Any) -> str:
+    d = datetime.fromisoformat(v)
+    return d.strftime("%Y-%m-%d %H:%M:%S.%f") + (d.strftime("%z") if d.tzinfo else "")
+
+
+def _date(v: Any) -> str:
+    return date.fromisoformat(v).isoformat()
+
+
+_FINISH: dict[str, Callable[[Any], str]] = {
+    "double": _double,
+    "json": jsonb_text,
+    "timestamp": _timestamp,
+    "date": _date,
+}
+
+
+def source_row_hasher(t: PlanTable) -> tuple[str, Callable[..., int]]:
+    """(SQLite select list, function(*values) -> signed 64-bit hash of the row's canonical text)."""
+    finishers = [None if c.canon_kind == "plain" else _FINISH[c.canon_kind] for c in t.columns]
+
+    def row_hash(*values: Any) -> int:
+        text = ",".join(
+            _piece(None if v is None else (fin(v) if fin is not None else v))
+            for fin, v in zip(finishers, values, strict=True)
+        )
+        return int.from_bytes(
+            hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
+        )
+
+    return ", ".join(c.src_canon for c in t.columns), row_hash
+
+
+def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
+    """count(*) and the sum of the rows' 64-bit hashes, over PostgreSQL's stored values."""
+    pieces = ", ".join(
+        f"CASE WHEN {quote_ident(c.name)} IS NULL THEN '\\N'"
+        f" ELSE length({c.pg_canon}) || ':' || {c.pg_canon} END"
+        for c in t.columns
+    )
+    return (
+        f"SELECT count(*), coalesce(sum(('x' || substr(md5(concat_ws(',', {pieces})), 1, 16))::bit(64)::bigint), 0)"
+        f" FROM {quote_ident(schema)}.{quote_ident(t.name)} {where}"
+    )
+
+
+def loose_value(v: Any) -> str:
+    """A view cell compared across engines: numbers to 12 significant digits, bytes as hex."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, int | float | Decimal):
+        f = float(v)
+        return str(int(f)) if f.is_integer() and abs(f) < 2**53 else f"{f:.12g}"
+    if isinstance(v, bytes | memoryview):
+        return bytes(v).hex()
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, date):
+        return v.isoformat()
+    return str(v)
+
+
+# ---------------------------------------------------------------- what a person reads
+
+
+def plan_markdown(plan: Plan, source: str) -> str:
+    lines = [f"# Migration plan: `{source}`", ""]
+    if plan.blocking:
+        lines += ["**Blocked** by these errors (accept by key to override):", ""]
+        lines += [f"- `{f.key}`: {f.message}" for f in plan.blocking]
+        lines.append("")
+    for t in plan.tables:
+        lines += [
+            f"## {t.name} ({t.rows} rows)",
+            "",
+            "| column | PostgreSQL type | not null | default |",
+            "|---|---|---|---|",
+        ]
+        for c in t.columns:
+            pg = c.pg_type + (" identity" if c.identity else "")
+            lines.append(
+                f"| {c.name} | {pg} | {'yes' if c.notnull else ''} | {c.default_sql or ''} |"
+            )
+        extra = []
+        if t.primary_key:
+            extra.append(f"primary key ({', '.join(t.primary_key)})")
+        extra += [f"unique ({', '.join(u)})" for u in t.uniques]
+        extra += [f"check {c}" for c in t.checks]
+        extra += [ix.sql.format(table=t.name) for ix in t.indexes]
+        extra += [
+            fk.sql.format(table=t.name, schema="").replace("REFERENCES .", "REFERENCES ")
+            for fk in t.fks
+        ]
+        if t.restart_with:
+            extra.append(f"identity restarts at {t.restart_with}")
+        lines += ["", *[f"- {x}" for x in extra], ""]
+    for v in plan.views:
+        lines += [f"## view {v.name}", "", f"`{v.select_sql}`", ""]
+    if plan.findings:
+        lines += [
+            "## Findings",
+            "",
+            "| severity | key | count | rows | message |",
+            "|---|---|---|---|---|",
+        ]
+        for f in plan.findings:
+            rows = ", ".join(map(str, f.rowids))
+            lines.append(f"| {f.severity} | `{f.key}` | {f.count or ''} | {rows} | {f.message} |")
+    return "\n".join(lines)

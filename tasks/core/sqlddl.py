@@ -1,0 +1,408 @@
+"""Read SQLite DDL text and translate SQLite expressions into PostgreSQL.
+
+PRAGMAs give columns, keys and index columns, but not CHECK constraints,
+column collations, partial-index predicates, index expressions or view
+bodies: those exist only in the stored ``CREATE`` text. A small tokenizer is
+enough to cut that text at the right places; a full SQL parser is not needed
+because the pieces are re-emitted token by token, with every identifier
+re-quoted, so a hostile name can never become SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tasks.core.sqlmap import quote_ident
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str  # ident (quoted), word (bare), str, num, op, lp, rp, comma, semi, param
+    text: str  # for ident: the unquoted name; for str: the raw literal including quotes
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+|--[^\n]*|/\*.*?\*/)
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<blob>[xX]'[0-9a-fA-F]*')
+  | (?P<dq>"(?:[^"]|"")*")
+  | (?P<bt>`(?:[^`]|``)*`)
+  | (?P<br>\[[^\]]*\])
+  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)
+  | (?P<word>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*)
+  | (?P<param>[?:@$][A-Za-z0-9_]*)
+  | (?P<op>\|\||<<|>>|<=|>=|==|!=|<>|->>|->|[-+*/%<>=~&|.])
+  | (?P<lp>\()
+  | (?P<rp>\))
+  | (?P<comma>,)
+  | (?P<semi>;)
+    """,
+    re.S | re.X,
+)
+
+
+class DDLError(ValueError):
+    """The stored SQL could not be read; the message names the offending text."""
+
+
+def tokenize(sql: str) -> list[Tok]:
+    out: list[Tok] = []
+    pos = 0
+    while pos < len(sql):
+        m = _TOKEN.match(sql, pos)
+        if not m:
+            raise DDLError(f"cannot read SQL near {sql[pos : pos + 30]!r}")
+        pos = m.end()
+        kind = m.lastgroup or ""
+        text = m.group()
+        if kind == "ws":
+            continue
+        if kind == "dq":
+            out.append(Tok("ident", text[1:-1].replace('""', '"')))
+        elif kind == "bt":
+            out.append(Tok("ident", text[1:-1].replace("``", "`")))
+        elif kind == "br":
+            out.append(Tok("ident", text[1:-1]))
+        else:
+            out.append(Tok(kind, text))
+    return out
+
+
+def _is(t: Tok, *words: str) -> bool:
+    return t.kind == "word" and t.text.upper() in words
+
+
+def split_top(tokens: Sequence[Tok]) -> list[list[Tok]]:
+    """Split a parenthesised list at commas that are not nested."""
+    parts: list[list[Tok]] = [[]]
+    depth = 0
+    for t in tokens:
+        if t.kind == "lp":
+            depth += 1
+        elif t.kind == "rp":
+            depth -= 1
+        if t.kind == "comma" and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(t)
+    return [p for p in parts if p]
+
+
+def paren_body(tokens: Sequence[Tok], start: int) -> tuple[list[Tok], int]:
+    """Tokens inside the parenthesis opening at `start`, and the index after it closes."""
+    if start >= len(tokens) or tokens[start].kind != "lp":
+        raise DDLError("expected '('")
+    depth = 0
+    for i in range(start, len(tokens)):
+        if tokens[i].kind == "lp":
+            depth += 1
+        elif tokens[i].kind == "rp":
+            depth -= 1
+            if depth == 0:
+                return list(tokens[start + 1 : i]), i + 1
+    raise DDLError("unbalanced parentheses")
+
+
+def _name(t: Tok) -> str:
+    if t.kind == "ident":
+        return t.text
+    if t.kind == "str":
+        return t.text[1:-1].replace("''", "'")
+    return t.text
+
+
+@dataclass(frozen=True)
+class ColumnDDL:
+    name: str
+    collate: str | None
+    checks: tuple[tuple[Tok, ...], ...]
+    generated: bool
+
+
+@dataclass(frozen=True)
+class TableDDL:
+    columns: tuple[ColumnDDL, ...]
+    checks: tuple[tuple[Tok, ...], ...]
+
+
+_CONSTRAINT_START = (
+    "CONSTRAINT",
+    "PRIMARY",
+    "NOT",
+    "NULL",
+    "UNIQUE",
+    "CHECK",
+    "DEFAULT",
+    "COLLATE",
+    "REFERENCES",
+    "GENERATED",
+    "AS",
+)
+
+
+def parse_create_table(sql: str) -> TableDDL:
+    """Column collations, column and table CHECKs, and generated columns."""
+    toks = tokenize(sql)
+    i = next((k for k, t in enumerate(toks) if t.kind == "lp"), None)
+    if i is None:
+        raise DDLError("CREATE TABLE without a column list (CREATE TABLE ... AS is not supported)")
+    body, _ = paren_body(toks, i)
+    cols: list[ColumnDDL] = []
+    checks: list[tuple[Tok, ...]] = []
+    for part in split_top(body):
+        head = part[0]
+        if _is(head, "CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"):
+            k = 0
+            while k < len(part):
+                if _is(part[k], "CHECK"):
+                    inner, k = paren_body(part, k + 1)
+                    checks.append(tuple(inner))
+                else:
+                    k += 1
+            continue
+        name = _name(head)
+        collate = None
+        col_checks: list[tuple[Tok, ...]] = []
+        generated = False
+        k = 1
+        while k < len(part):
+            t = part[k]
+            if _is(t, "COLLATE") and k + 1 < len(part):
+                collate = _name(part[k + 1]).upper()
+                k += 2
+            elif _is(t, "CHECK"):
+                inner, k = paren_body(part, k + 1)
+                col_checks.append(tuple(inner))
+            elif _is(t, "GENERATED") or (
+                _is(t, "AS") and k + 1 < len(part) and part[k + 1].kind == "lp"
+            ):
+                generated = True
+                k += 1
+            elif t.kind == "lp":
+                _, k = paren_body(part, k)
+            else:
+                k += 1
+        cols.append(ColumnDDL(name, collate, tuple(col_checks), generated))
+    return TableDDL(tuple(cols), tuple(checks))
+
+
+@dataclass(frozen=True)
+class IndexTerm:
+    tokens: tuple[Tok, ...]  # the expression (a single ident/word for a plain column)
+    desc: bool
+    collate: str | None
+
+
+@dataclass(frozen=True)
+class IndexDDL:
+    unique: bool
+    terms: tuple[IndexTerm, ...]
+    where: tuple[Tok, ...] | None
+
+
+def parse_create_index(sql: str) -> IndexDDL:
+    toks = tokenize(sql)
+    unique = any(_is(t, "UNIQUE") for t in toks[:3])
+    on = next(k for k, t in enumerate(toks) if _is(t, "ON"))
+    lp = next(k for k in range(on, len(toks)) if toks[k].kind == "lp")
+    body, after = paren_body(toks, lp)
+    terms = []
+    for part in split_top(body):
+        desc = False
+        collate = None
+        if part and _is(part[-1], "ASC", "DESC"):
+            desc = part[-1].text.upper() == "DESC"
+            part = part[:-1]
+        if len(part) >= 2 and _is(part[-2], "COLLATE"):
+            collate = _name(part[-1]).upper()
+            part = part[:-2]
+        terms.append(IndexTerm(tuple(part), desc, collate))
+    where = None
+    if after < len(toks) and _is(toks[after], "WHERE"):
+        where = tuple(t for t in toks[after + 1 :] if t.kind != "semi")
+    return IndexDDL(unique, tuple(terms), where)
+
+
+def view_select(sql: str) -> list[Tok]:
+    """The SELECT of a CREATE VIEW (after the first top-level AS)."""
+    toks = tokenize(sql)
+    depth = 0
+    for k, t in enumerate(toks):
+        if t.kind == "lp":
+            depth += 1
+        elif t.kind == "rp":
+            depth -= 1
+        elif depth == 0 and _is(t, "AS"):
+            return [x for x in toks[k + 1 :] if x.kind != "semi"]
+    raise DDLError("CREATE VIEW without AS")
+
+
+# Words passed through unchanged (upper-cased); anything else bare is an identifier.
+KEYWORDS = frozenset(
+    """ALL AND AS ASC BETWEEN BY CASE CAST COLLATE CROSS CURRENT_DATE CURRENT_TIME
+    CURRENT_TIMESTAMP DESC DISTINCT ELSE END ESCAPE EXCEPT EXISTS FALSE FROM FULL GROUP
+    HAVING IN INNER INTERSECT IS ISNULL JOIN LEFT LIKE LIMIT NATURAL NOT NOTNULL NULL
+    OFFSET ON OR ORDER OUTER RIGHT SELECT THEN TRUE UNION USING WHEN WHERE WITH""".split()
+)
+
+# SQLite function -> PostgreSQL function with the same meaning for the same arguments.
+FUNCTIONS = {
+    "ABS": "abs",
+    "AVG": "avg",
+    "COALESCE": "coalesce",
+    "COUNT": "count",
+    "IFNULL": "coalesce",
+    "LENGTH": "length",
+    "LOWER": "lower",
+    "LTRIM": "ltrim",
+    "NULLIF": "nullif",
+    "REPLACE": "replace",
+    "RTRIM": "rtrim",
+    "SUBSTR": "substr",
+    "SUBSTRING": "substr",
+    "SUM": "sum",
+    "TRIM": "btrim",
+    "UPPER": "upper",
+    "INSTR": "strpos",
+    "TOTAL": "sum",
+}
+CAST_TYPES = {
+    "INTEGER": "bigint",
+    "INT": "bigint",
+    "REAL": "double precision",
+    "TEXT": "text",
+    "NUMERIC": "numeric",
+    "BLOB": "bytea",
+}
+# SQLite's CURRENT_TIMESTAMP is UTC text 'YYYY-MM-DD HH:MM:SS'; PostgreSQL's is a
+# timestamptz rendered in the session zone: translate to the same UTC value.
+UTC_NOW_TEXT = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+UTC_NOW = "(now() AT TIME ZONE 'UTC')::timestamp(0)"
+
+
+class Untranslatable(ValueError):
+    """An expression uses a SQLite feature with no faithful PostgreSQL equivalent."""
+
+
+def translate(
+    tokens: Sequence[Tok],
+    resolve: Callable[[str], str | None],
+    *,
+    now_as_text: bool = True,
+    casts: Mapping[str, str] = CAST_TYPES,
+) -> str:
+    """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
+
+    `resolve` maps a name case-insensitively to its real spelling (SQLite
+    names are case-insensitive, quoted PostgreSQL names are not); unknown
+    bare names (aliases) are lower-cased so every use quotes the same way.
+    """
+    out: list[str] = []
+    toks = list(tokens)
+    k = 0
+    while k < len(toks):
+        t = toks[k]
+        nxt = toks[k + 1] if k + 1 < len(toks) else None
+        up = t.text.upper()
+        if (
+            t.kind == "word"
+            and nxt is not None
+            and nxt.kind == "lp"
+            and up not in KEYWORDS | {"IN", "EXISTS"}
+        ):
+            args, end = paren_body(toks, k + 1)
+            n_args = len(split_top(args))
+            if up in ("MAX", "MIN") and n_args > 1:
+                fn = "GREATEST" if up == "MAX" else "LEAST"
+            elif up == "GROUP_CONCAT":
+                parts = split_top(args)
+                sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
+                out.append(f"string_agg(({translate(parts[0], resolve)})::text, {sep})")
+                k = end
+                continue
+            elif up in ("MAX", "MIN"):
+                fn = up.lower()
+            elif up == "DATETIME" and [a.text.lower() for a in args] == ["'now'"]:
+                out.append(UTC_NOW_TEXT if now_as_text else UTC_NOW)
+                k = end
+                continue
+            elif up in FUNCTIONS:
+                fn = FUNCTIONS[up]
+            else:
+                raise Untranslatable(f"function {t.text}() has no faithful PostgreSQL equivalent")
+            out.append(f"{fn}({translate(args, resolve, now_as_text=now_as_text)})")
+            k = end
+            continue
+        if t.kind == "word" and up == "CAST" and nxt is not None and nxt.kind == "lp":
+            args, end = paren_body(toks, k + 1)
+            as_at = max(i for i, a in enumerate(args) if _is(a, "AS"))
+            target = " ".join(a.text for a in args[as_at + 1 :]).upper()
+            if target not in casts:
+                raise Untranslatable(f"CAST to {target} has no faithful PostgreSQL equivalent")
+            out.append(f"CAST({translate(args[:as_at], resolve)} AS {casts[target]})")
+            k = end
+            continue
+        if t.kind == "word" and up in ("GLOB", "REGEXP", "MATCH"):
+            raise Untranslatable(f"{up} has no faithful PostgreSQL equivalent")
+        if t.kind == "word" and up == "LIKE":
+            out.append("ILIKE")  # SQLite's LIKE ignores ASCII case by default
+        elif t.kind == "word" and up == "COLLATE":
+            coll = _name(toks[k + 1]).upper() if nxt else ""
+            if coll not in ("BINARY", "NOCASE", "RTRIM"):
+                raise Untranslatable(f"unknown collation {coll}")
+            if coll == "NOCASE":
+                raise Untranslatable("COLLATE NOCASE inside an expression")
+            k += 2
+            continue
+        elif t.kind == "word" and up == "CURRENT_TIMESTAMP":
+            out.append(UTC_NOW_TEXT if now_as_text else UTC_NOW)
+        elif t.kind == "word" and up in KEYWORDS:
+            out.append(up)
+        elif t.kind in ("word", "ident"):
+            real = resolve(t.text)
+            out.append(
+                quote_ident(
+                    real if real is not None else (t.text.lower() if t.kind == "word" else t.text)
+                )
+            )
+        elif t.kind == "str":
+            out.append(t.text)  # same quoting rules with standard_conforming_strings
+        elif t.kind == "blob":
+            out.append("'\\x" + t.text[2:-1] + "'::bytea")
+        elif t.kind == "op" and t.text == "==":
+            out.append("=")
+        elif t.kind == "op" and t.text in ("->", "->>"):
+            raise Untranslatable("JSON operators have different meaning in PostgreSQL")
+        elif t.kind == "param":
+            raise Untranslatable("bound parameter in stored SQL")
+        elif t.kind == "lp":
+            out.append("(")
+        elif t.kind == "rp":
+            out.append(")")
+        elif t.kind == "comma":
+            out.append(",")
+        else:
+            out.append(t.text)
+        k += 1
+    return _join(out)
+
+
+def _join(parts: list[str]) -> str:
+    s = ""
+    for p in parts:
+        if not s or s.endswith("(") or p in (")", ",") or s.endswith("."):
+            s += p
+        elif (
+            p == "("
+            and re.search(r"[\w\"]$", s)
+            and not re.search(r"\b(IN|AND|OR|NOT|WHEN|THEN|ELSE|AS|EXISTS|ON|FROM|WHERE|BY)$", s)
+        ):
+            s += p
+        elif p == ".":
+            s += p
+        else:
+            s += " " + p
+    return s

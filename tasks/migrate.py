@@ -1,0 +1,686 @@
+"""SQLite → PostgreSQL: snapshot, introspect, scan, load into staging, validate, swap.
+
+The target only ever changes in `swap`, one transaction that moves the
+validated staging tables into place; everything before it writes into the
+`shipyard_stage` schema, which a re-run drops first. So a failure or a kill at
+any moment leaves the target as it was, and re-running just works.
+
+The source is only ever opened read-only, once, to take a snapshot with
+SQLite's backup API (one consistent read transaction); all reading after that
+is from the snapshot, by as many connections as there are cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, ConfigDict
+
+from tasks.core.errors import MigrationError
+from tasks.core.migration import (
+    MigrationOptions,
+    Plan,
+    PlanTable,
+    Refusal,
+    SourceColumn,
+    SourceFK,
+    SourceIndex,
+    SourceSchema,
+    SourceTable,
+    SourceTrigger,
+    SourceView,
+    build_plan,
+    copy_into,
+    copy_select,
+    create_table_sql,
+    fk_sql,
+    loose_value,
+    pg_checksum_sql,
+    post_load_sql,
+    restart_sql,
+    source_row_hasher,
+)
+from tasks.core.redact import redact
+from tasks.core.sqlmap import ColumnStats, quote_ident
+from tasks.sqlite_scan import open_readonly, scan_table
+
+STAGE = "shipyard_stage"
+PREVIOUS = "shipyard_previous"
+CHUNK_ROWS = 200_000
+_LOCK_KEY = 0x5368_6970  # advisory lock: one migration per database at a time
+
+_F = ConfigDict(frozen=True)
+
+
+class TableReport(BaseModel):
+    model_config = _F
+    name: str
+    rows_source: int
+    rows_target: int
+    checksum_source: int
+    checksum_target: int
+    ok: bool
+    differing_keys: tuple[int, ...] = ()
+
+
+class ViewReport(BaseModel):
+    model_config = _F
+    name: str
+    rows_source: int
+    rows_target: int
+    ok: bool
+
+
+class Validation(BaseModel):
+    model_config = _F
+    tables: tuple[TableReport, ...]
+    views: tuple[ViewReport, ...]
+    fk_not_valid: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(t.ok for t in self.tables) and all(v.ok for v in self.views)
+
+
+# ---------------------------------------------------------------- source side
+
+
+def snapshot(source: Path, workdir: Path, busy_timeout_s: float = 5.0) -> Path:
+    """Copy the source, read-only and in one read transaction, to a private file."""
+    src = open_readonly(source)
+    dest = workdir / "snapshot.db"
+    dest.unlink(missing_ok=True)
+    try:
+        src.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        with sqlite3.connect(dest) as dst:
+            src.backup(dst)
+        dst.close()
+    except sqlite3.OperationalError as exc:
+        raise MigrationError(
+            f"could not read a consistent snapshot of {source}: {exc}",
+            hint="another process holds a write lock on the database; retry when it is released",
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise MigrationError(
+            f"{source} is corrupt: {exc}", hint="run PRAGMA integrity_check"
+        ) from exc
+    finally:
+        src.close()
+    return dest
+
+
+def introspect(conn: sqlite3.Connection) -> SourceSchema:
+    """Everything PRAGMAs and sqlite_master say about the schema."""
+    try:
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise MigrationError(f"the source is corrupt: {exc}") from exc
+    if check != "ok":
+        raise MigrationError(f"the source is corrupt: {check}", hint="run PRAGMA integrity_check")
+    objects = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    seq: dict[str, int] = {}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+    tables = []
+    for kind, name, _tbl, sql in objects:
+        if kind != "table":
+            continue
+        if sql.upper().startswith("CREATE VIRTUAL"):
+            raise MigrationError(
+                f"virtual table {name!r} cannot be migrated",
+                hint="drop or rebuild it as a plain table",
+            )
+        qn = quote_ident(name)
+        cols = tuple(
+            SourceColumn(
+                name=r[1],
+                declared=r[2] or "",
+                notnull=bool(r[3]),
+                default=r[4],
+                pk=r[5],
+                hidden=r[6],
+            )
+            for r in conn.execute(f"PRAGMA table_xinfo({qn})")
+        )
+        indexes = []
+        for _seq, iname, unique, origin, partial in conn.execute(f"PRAGMA index_list({qn})"):
+            icols = tuple(
+                r[2] for r in conn.execute(f"PRAGMA index_xinfo({quote_ident(iname)})") if r[5]
+            )
+            isql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (iname,)).fetchone()
+            indexes.append(
+                SourceIndex(
+                    name=iname,
+                    unique=bool(unique),
+                    origin=origin,
+                    partial=bool(partial),
+                    sql=isql[0] if isql else None,
+                    columns=icols,
+                )
+            )
+        fk_rows: dict[int, list[Any]] = {}
+        for r in conn.execute(f"PRAGMA foreign_key_list({qn})"):
+            fk_rows.setdefault(r[0], []).append(r)
+        fks = tuple(
+            SourceFK(
+                id=i,
+                ref_table=rs[0][2],
+                from_cols=tuple(r[3] for r in rs),
+                to_cols=tuple(r[4] for r in rs),
+                on_update=rs[0][5],
+                on_delete=rs[0][6],
+            )
+            for i, rs in sorted(fk_rows.items())
+        )
+        without_rowid = "WITHOUT ROWID" in " ".join(sql.upper().split()[-3:]) or (
+            sql.upper().rstrip().rstrip(";").endswith("WITHOUT ROWID")
+        )
+        pk = [c for c in cols if c.pk]
+        max_key = None
+        if not without_rowid and len(pk) == 1 and pk[0].declared.upper() == "INTEGER":
+            max_key = conn.execute(f"SELECT max(rowid) FROM {qn}").fetchone()[0]
+        tables.append(
+            SourceTable(
+                name=name,
+                sql=sql,
+                columns=cols,
+                indexes=tuple(indexes),
+                fks=fks,
+                without_rowid=without_rowid,
+                autoincrement=name in seq or "AUTOINCREMENT" in sql.upper(),
+                rows=conn.execute(f"SELECT count(*) FROM {qn}").fetchone()[0],
+                sequence=seq.get(name),
+                max_key=max_key,
+            )
+        )
+    views = tuple(SourceView(name=n, sql=s) for k, n, _t, s in objects if k == "view")
+    triggers = tuple(
+        SourceTrigger(name=n, table=t, sql=s) for k, n, t, s in objects if k == "trigger"
+    )
+    return SourceSchema(tables=tuple(tables), views=views, triggers=triggers)
+
+
+def scan(
+    path: Path, schema: SourceSchema, workers: int
+) -> tuple[dict[tuple[str, str], ColumnStats], tuple[Refusal, ...]]:
+    """Storage classes and refused data for every column, tables in parallel."""
+
+    def one(t: SourceTable) -> tuple[dict[tuple[str, str], ColumnStats], list[Refusal]]:
+        conn = open_readonly(path)
+        try:
+            stats = scan_table(conn, t.name, [c.name for c in t.columns])
+            refusals = []
+            qt = quote_ident(t.name)
+            rowid = "rowid" if not t.without_rowid else "NULL"
+            for c in t.columns:
+                st = stats[c.name]
+                qc = quote_ident(c.name)
+                if st.text_with_nul:
+                    ids = conn.execute(
+                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = 'text'"
+                        f" AND instr(CAST({qc} AS BLOB), x'00') > 0 LIMIT 5"
+                    ).fetchall()
+                    refusals.append(
+                        Refusal(
+                            table=t.name,
+                            column=c.name,
+                            code="nul-in-text",
+                            count=st.text_with_nul,
+                            rowids=tuple(i[0] for i in ids if i[0] is not None),
+                        )
+                    )
+                classes = [k for k in ("integer", "real", "text", "blob") if getattr(st, k)]
+                if len(classes) > 1:
+                    minority = min(classes, key=lambda k: getattr(st, k))
+                    ids = conn.execute(
+                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = ? LIMIT 5", (minority,)
+                    ).fetchall()
+                    refusals.append(
+                        Refusal(
+                            table=t.name,
+                            column=c.name,
+                            code="mixed-storage",
+                            count=getattr(st, minority),
+                            rowids=tuple(i[0] for i in ids if i[0] is not None),
+                        )
+                    )
+                    if set(classes) == {"integer", "real"}:
+                        refusals.append(
+                            Refusal(
+                                table=t.name,
+                                column=c.name,
+                                code="int-overflow",
+                                count=st.real,
+                                rowids=tuple(i[0] for i in ids if i[0] is not None),
+                            )
+                        )
+            for fk in t.fks:
+                bad = [
+                    r[1] for r in conn.execute(f"PRAGMA foreign_key_check({qt})") if r[3] == fk.id
+                ]
+                if bad:
+                    refusals.append(
+                        Refusal(
+                            table=t.name,
+                            column=None,
+                            code=f"fk-orphans-{fk.id}",
+                            count=len(bad),
+                            rowids=tuple(x for x in bad[:5] if x is not None),
+                        )
+                    )
+            return {(t.name, k): v for k, v in stats.items()}, refusals
+        finally:
+            conn.close()
+
+    stats: dict[tuple[str, str], ColumnStats] = {}
+    refusals: list[Refusal] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for st, rf in pool.map(one, schema.tables):
+            stats.update(st)
+            refusals += rf
+    return stats, tuple(refusals)
+
+
+def make_plan(path: Path, options: MigrationOptions, workers: int) -> Plan:
+    conn = open_readonly(path)
+    try:
+        schema = introspect(conn)
+    finally:
+        conn.close()
+    stats, refusals = scan(path, schema, workers)
+    return build_plan(schema, stats, refusals, options)
+
+
+# ---------------------------------------------------------------- target side
+
+
+@dataclass
+class Progress:
+    """Rows copied so far, shared by the copy threads and whoever reports progress."""
+
+    total: int
+    done: int = 0
+    per_table: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, table: str, n: int) -> None:
+        with self.lock:
+            self.done += n
+            self.per_table[table] = self.per_table.get(table, 0) + n
+
+
+def _pg_error(exc: Exception, dsn_secret: str, what: str) -> MigrationError:
+    msg = redact(str(exc).strip(), [dsn_secret])
+    return MigrationError(
+        f"{what}: {msg}", hint="the target is unchanged; fix the cause and re-run"
+    )
+
+
+@contextmanager
+def pg_connect(dsn: str, password: str, **kw: Any) -> Iterator[psycopg.Connection[Any]]:
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10, **kw)
+    except psycopg.Error as exc:
+        raise _pg_error(exc, password, "cannot connect to PostgreSQL") from exc
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _chunks(path: Path, t: PlanTable) -> list[tuple[int, int] | None]:
+    if not t.has_rowid or t.rows <= CHUNK_ROWS:
+        return [None]
+    conn = open_readonly(path)
+    try:
+        lo, hi = conn.execute(
+            f"SELECT min(rowid), max(rowid) FROM {quote_ident(t.name)}"
+        ).fetchone()
+    finally:
+        conn.close()
+    n = -(-t.rows // CHUNK_ROWS)
+    step = -(-(hi - lo + 1) // n)
+    return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+
+def _where(rng: tuple[int, int] | None) -> str:
+    return "" if rng is None else f" WHERE rowid BETWEEN {int(rng[0])} AND {int(rng[1])}"
+
+
+def copy_chunk(
+    path: Path,
+    dsn: str,
+    password: str,
+    t: PlanTable,
+    rng: tuple[int, int] | None,
+    progress: Progress,
+) -> None:
+    """Stream one rowid range: SQLite renders COPY text, Python only joins batches."""
+    src = open_readonly(path)
+    src.text_factory = bytes
+    try:
+        with pg_connect(dsn, password) as pg, pg.cursor() as cur:
+            with cur.copy(copy_into(t, STAGE)) as cp:
+                rows = src.execute(copy_select(t) + _where(rng))
+                while batch := rows.fetchmany(5000):
+                    buf = b"\n".join([r[0] for r in batch]) + b"\n"
+                    try:
+                        buf.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise _invalid_utf8(src, t, rng) from exc
+                    cp.write(buf)
+                    progress.add(t.name, len(batch))
+            pg.commit()
+    except psycopg.Error as exc:
+        raise _pg_error(exc, password, f"loading {t.name!r} failed") from exc
+    finally:
+        src.close()
+
+
+def _invalid_utf8(
+    src: sqlite3.Connection, t: PlanTable, rng: tuple[int, int] | None
+) -> MigrationError:
+    """Name the column and rows whose text is not valid UTF-8 (only searched on failure)."""
+    found = []
+    for c in t.columns:
+        qc = quote_ident(c.name)
+        bad = [
+            rid
+            for rid, raw in src.execute(
+                f"SELECT rowid, CAST({qc} AS BLOB) FROM {quote_ident(t.name)}"
+                f"{_where(rng) or ' WHERE 1'} AND typeof({qc}) = 'text'"
+            )
+            if not _utf8(raw)
+        ]
+        if bad:
+            found.append(f"{t.name}.{c.name}: {len(bad)} row(s), rowids {bad[:5]}")
+    return MigrationError(
+        "text that is not valid UTF-8, which PostgreSQL refuses: " + "; ".join(found),
+        hint="fix the rows in the source, or store the column as BLOB",
+    )
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def source_checksum(
+    path: Path, t: PlanTable, rng: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    select, row_hash = source_row_hasher(t)
+    conn = open_readonly(path)
+    total = 0
+    count = 0
+
+    def acc(*values: Any) -> int:
+        nonlocal total, count
+        total += row_hash(*values)
+        count += 1
+        return 0
+
+    try:
+        conn.create_function("shipyard_row", len(t.columns), acc)
+        conn.execute(
+            f"SELECT count(shipyard_row({select})) FROM {quote_ident(t.name)}{_where(rng)}"
+        ).fetchone()
+    finally:
+        conn.close()
+    return count, total
+
+
+def _run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
+    """Run jobs on `workers` threads; the first failure cancels what has not started."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures: list[Future[Any]] = [pool.submit(j) for j in jobs]
+        try:
+            return [f.result() for f in futures]
+        except Exception:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _exec_all(dsn: str, password: str, statements: list[str], what: str) -> None:
+    with pg_connect(dsn, password, autocommit=True) as pg:
+        for sql in statements:
+            try:
+                pg.execute(sql)
+            except psycopg.Error as exc:
+                raise _pg_error(exc, password, f"{what}: {sql[:200]}") from exc
+
+
+def prepare_stage(dsn: str, password: str, plan: Plan, target_schema: str) -> None:
+    statements = [
+        f"DROP SCHEMA IF EXISTS {STAGE} CASCADE",
+        f"CREATE SCHEMA {STAGE}",
+        f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}",
+    ]
+    if plan.needs_citext:
+        statements.append("CREATE EXTENSION IF NOT EXISTS citext")
+    statements += [create_table_sql(t, STAGE) for t in plan.tables]
+    _exec_all(dsn, password, statements, "creating the staging tables failed")
+
+
+def build_keys(dsn: str, password: str, plan: Plan, workers: int) -> None:
+    """Keys and indexes per table in parallel, then foreign keys, then views."""
+
+    def keys(t: PlanTable) -> Callable[[], None]:
+        return lambda: _exec_all(
+            dsn, password, post_load_sql(t, STAGE), f"building keys of {t.name!r}"
+        )
+
+    _run_parallel(
+        [keys(t) for t in plan.tables],
+        workers,
+    )
+    _exec_all(
+        dsn,
+        password,
+        [s for t in plan.tables for s in fk_sql(t, STAGE)],
+        "adding foreign keys failed",
+    )
+    views = [
+        f"SET search_path = {STAGE}, public",
+        *[f"CREATE VIEW {STAGE}.{quote_ident(v.name)} AS {v.select_sql}" for v in plan.views],
+    ]
+    _exec_all(dsn, password, views, "creating views failed")
+
+
+def pg_checksum(dsn: str, password: str, t: PlanTable, schema: str = STAGE) -> tuple[int, int]:
+    with pg_connect(dsn, password) as pg:
+        pg.execute("SET search_path = public")
+        row = pg.execute(pg_checksum_sql(t, schema)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _differing_keys(
+    path: Path, dsn: str, password: str, t: PlanTable, schema: str
+) -> tuple[int, ...]:
+    """A sample of primary keys whose rows differ, found by comparing per-row hashes."""
+    ident = next((c for c in t.columns if c.identity), None)
+    if ident is None:
+        return ()
+    select, row_hash = source_row_hasher(t)
+    conn = open_readonly(path)
+    try:
+        src = {
+            r[0]: row_hash(*r[1:])
+            for r in conn.execute(f"SELECT rowid, {select} FROM {quote_ident(t.name)}")
+        }
+    finally:
+        conn.close()
+    one = (
+        pg_checksum_sql(t, schema)
+        .replace("SELECT count(*), coalesce(sum(", "SELECT " + quote_ident(ident.name) + ", (")
+        .replace("::bigint), 0)", "::bigint)")
+    )
+    with pg_connect(dsn, password) as pg:
+        dst = {int(r[0]): int(r[1]) for r in pg.execute(one)}
+    keys = sorted(k for k in src.keys() | dst.keys() if src.get(k) != dst.get(k))
+    return tuple(keys[:10])
+
+
+def _view_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[str, ...]]:
+    return sorted(tuple(loose_value(v) for v in r) for r in rows)
+
+
+def validate(
+    path: Path,
+    dsn: str,
+    password: str,
+    plan: Plan,
+    workers: int,
+    source_sums: dict[str, tuple[int, int]] | None = None,
+) -> Validation:
+    """Counts and content checksums per table on both sides, then views on both sides."""
+    jobs: list[Callable[[], Any]] = [lambda t=t: pg_checksum(dsn, password, t) for t in plan.tables]  # type: ignore[misc]
+    if source_sums is None:
+        jobs += [lambda t=t: source_checksum(path, t) for t in plan.tables]  # type: ignore[misc]
+    results = _run_parallel(jobs, workers)
+    n = len(plan.tables)
+    target = dict(zip((t.name for t in plan.tables), results[:n], strict=True))
+    source = source_sums or dict(zip((t.name for t in plan.tables), results[n:], strict=True))
+    reports = []
+    for t in plan.tables:
+        (sc, ss), (tc, ts) = source[t.name], target[t.name]
+        ok = sc == tc and ss == ts
+        keys = () if ok else _differing_keys(path, dsn, password, t, STAGE)
+        reports.append(
+            TableReport(
+                name=t.name,
+                rows_source=sc,
+                rows_target=tc,
+                checksum_source=ss,
+                checksum_target=ts,
+                ok=ok,
+                differing_keys=keys,
+            )
+        )
+    views = []
+    conn = open_readonly(path)
+    try:
+        with pg_connect(dsn, password) as pg:
+            for v in plan.views:
+                a = _view_rows(conn.execute(f"SELECT * FROM {quote_ident(v.name)}").fetchall())
+                b = _view_rows(
+                    pg.execute(f"SELECT * FROM {STAGE}.{quote_ident(v.name)}").fetchall()
+                )
+                views.append(
+                    ViewReport(name=v.name, rows_source=len(a), rows_target=len(b), ok=a == b)
+                )
+    finally:
+        conn.close()
+    not_valid = tuple(fk.name for t in plan.tables for fk in t.fks if fk.not_valid)
+    return Validation(tables=tuple(reports), views=tuple(views), fk_not_valid=not_valid)
+
+
+def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
+    """One transaction: what the target held under these names moves aside, staging moves in.
+
+    The previous tables stay in `shipyard_previous` until the next migration,
+    so a bad cutover can be undone by hand without a restore.
+    """
+    tgt = quote_ident(target_schema)
+    names = [t.name for t in plan.tables] + [v.name for v in plan.views]
+    moved: list[str] = []
+    with pg_connect(dsn, password) as pg:
+        try:
+            with pg.transaction():
+                pg.execute("SET LOCAL lock_timeout = '15s'")
+                pg.execute(f"DROP SCHEMA IF EXISTS {PREVIOUS} CASCADE")
+                pg.execute(f"CREATE SCHEMA {PREVIOUS}")
+                existing = dict(
+                    pg.execute(
+                        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'v', 'p', 'm')",
+                        (target_schema, names),
+                    ).fetchall()
+                )
+                for name, kind in existing.items():
+                    what = {"v": "VIEW", "m": "MATERIALIZED VIEW"}.get(kind, "TABLE")
+                    pg.execute(f"ALTER {what} {tgt}.{quote_ident(name)} SET SCHEMA {PREVIOUS}")
+                    moved.append(name)
+                for t in plan.tables:
+                    pg.execute(f"ALTER TABLE {STAGE}.{quote_ident(t.name)} SET SCHEMA {tgt}")
+                for v in plan.views:
+                    pg.execute(f"ALTER VIEW {STAGE}.{quote_ident(v.name)} SET SCHEMA {tgt}")
+                pg.execute(f"DROP SCHEMA {STAGE}")
+        except psycopg.Error as exc:
+            raise _pg_error(exc, password, "the swap into place failed") from exc
+    return moved
+
+
+def drop_stage(dsn: str, password: str) -> None:
+    """Best effort: a leftover staging schema is also dropped by the next run."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as pg:
+            pg.execute(f"DROP SCHEMA IF EXISTS {STAGE} CASCADE")
+    except psycopg.Error:
+        pass
+
+
+@contextmanager
+def migration_lock(dsn: str, password: str) -> Iterator[None]:
+    """One migration per target database: a session advisory lock, released on exit or death."""
+    with pg_connect(dsn, password, autocommit=True) as pg:
+        got = pg.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+        if not got or not got[0]:
+            raise MigrationError(
+                "another migration into this database is running", hint="wait for it to finish"
+            )
+        yield
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="shipyard-migrate-"))
+
+
+def cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def refresh_identities(path: Path, dsn: str, password: str, plan: Plan) -> list[str]:
+    """After a catch-up copy, identities restart after the largest id now present."""
+    conn = open_readonly(path)
+    out = []
+    try:
+        for t in plan.tables:
+            ident = next((c for c in t.columns if c.identity), None)
+            if ident is None:
+                continue
+            mx = conn.execute(f"SELECT max(rowid) FROM {quote_ident(t.name)}").fetchone()[0] or 0
+            seq = 0
+            if conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
+            ).fetchone():
+                r = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = ?", (t.name,)
+                ).fetchone()
+                seq = r[0] if r else 0
+            out += restart_sql(t, STAGE, max(mx, seq, (t.restart_with or 1) - 1) + 1)
+    finally:
+        conn.close()
+    _exec_all(dsn, password, out, "restarting identities failed")
+    return out
+
+
+def now() -> float:
+    return time.perf_counter()
