@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from tasks.core.errors import MigrationError
-from tasks.core.sqlmap import ColumnStats, quote_ident
+from tasks.core.sqlmap import ColumnStats, affinity, quote_ident
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -31,8 +31,14 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 _AGGREGATES = 13
 
 
-def _aggregates(c: str) -> str:
-    return f"""
+def _aggregates(c: str, declared: str) -> str:
+    """Storage classes always; value tests only where the declared type can use them.
+
+    json_valid/julianday/date on every text value cost more than the rest of
+    the scan together, and the mapping only asks them for JSON/DATE/TIME columns.
+    """
+    d = declared.upper()
+    sql = f"""
           coalesce(sum(typeof({c}) = 'integer'), 0),
           coalesce(sum(typeof({c}) = 'real'), 0),
           coalesce(sum(typeof({c}) = 'text'), 0),
@@ -49,6 +55,20 @@ def _aggregates(c: str) -> str:
           coalesce(sum(typeof({c}) = 'text' AND date({c}) = {c}), 0),
           coalesce(sum(typeof({c}) = 'real' AND abs({c}) > 1.7976931348623157e308), 0),
           coalesce(sum(typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0), 0)"""
+    parts = sql.split(",\n")
+    aff = affinity(declared)
+    if aff in ("INTEGER", "TEXT"):  # min/max and Infinity only matter for a double mapping
+        parts[5] = parts[6] = parts[11] = "NULL"
+    if aff in ("INTEGER", "REAL"):  # text here is mixed storage already
+        parts[12] = "0"
+    if "BOOL" not in d:
+        parts[7] = "0"
+    if "JSON" not in d:
+        parts[8] = "0"
+    if "DATE" not in d and "TIME" not in d:
+        parts[9] = parts[10] = "0"
+    assert len(parts) == _AGGREGATES
+    return ",\n".join(parts)
 
 
 def _stats(row: tuple[int | None, ...]) -> ColumnStats:
@@ -70,14 +90,19 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
     )
 
 
-def scan_table(conn: sqlite3.Connection, table: str, columns: list[str]) -> dict[str, ColumnStats]:
+def scan_table(
+    conn: sqlite3.Connection, table: str, columns: list[str], declared: list[str] | None = None
+) -> dict[str, ColumnStats]:
     """All columns of a table in one pass over its rows."""
     if not columns:
         return {}
-    select = ",".join(_aggregates(quote_ident(c)) for c in columns)
+    types = declared or ["BOOL JSON DATETIME"] * len(columns)
+    select = ",".join(_aggregates(quote_ident(c), d) for c, d in zip(columns, types, strict=True))
     row = conn.execute(f"SELECT {select} FROM {quote_ident(table)}").fetchone()
     return {c: _stats(row[i * _AGGREGATES : (i + 1) * _AGGREGATES]) for i, c in enumerate(columns)}
 
 
-def scan_column(conn: sqlite3.Connection, table: str, column: str) -> ColumnStats:
-    return scan_table(conn, table, [column])[column]
+def scan_column(
+    conn: sqlite3.Connection, table: str, column: str, declared: str | None = None
+) -> ColumnStats:
+    return scan_table(conn, table, [column], [declared] if declared else None)[column]

@@ -6,7 +6,7 @@ executor all see the same decisions. Anything lossy or uncertain is a finding;
 errors stop the migration unless accepted by name (`Finding.key`).
 
 Two details carry most of the correctness:
-- the COPY text of each row is produced *by SQLite* (C speed) with one
+- the COPY (CSV) line of each row is produced *by SQLite* (C speed) with one
   expression per column (`copy_expr`); reals go through ``printf('%!.17g')``,
   17 significant digits, so no bit of a double is lost;
 - validation hashes one canonical text per value on both sides (`canon_*`):
@@ -137,7 +137,8 @@ class PlanColumn(BaseModel):
     notnull: bool
     default_sql: str | None
     identity: bool
-    copy_expr: str  # SQLite expression: this value as one COPY-text field
+    copy_expr: str  # SQLite expression: this value as one CSV field for COPY
+    src_value: str  # SQLite expression: the value itself, for the NULL test of the canonical form
     src_canon: str  # SQLite expression: canonical text, or the raw value for `canon_kind`
     canon_kind: str  # plain | double | json | timestamp | date: who finishes the canonical text
     pg_canon: str  # PostgreSQL expression: the same canonical text from the stored value
@@ -192,47 +193,56 @@ class Plan(BaseModel):
         return sum(t.rows for t in self.tables)
 
 
-def _esc(x: str) -> str:
-    """SQLite expression escaping a text value for PostgreSQL's COPY text format."""
-    return (
-        f"replace(replace(replace(replace({x}, '\\', '\\\\'), char(9), '\\t'),"
-        f" char(10), '\\n'), char(13), '\\r')"
-    )
+def _csv(x: str) -> str:
+    """SQLite expression quoting a text value as a CSV field for COPY (FORMAT csv).
+
+    CSV needs one replace() per value where COPY's text format needs four
+    (backslash, tab, newline, return): measured 2.1 s against 3.0 s for 0.9 M rows.
+    """
+    return f"('\"' || replace({x}, '\"', '\"\"') || '\"')"
 
 
 _REAL_TEXT = "printf('%!.17g', {c})"
-_DOUBLE_COPY = (
-    "CASE WHEN {c} > 1.7976931348623157e308 THEN 'Infinity'"
+_DOUBLE_COPY = (  # printf() turns NULL into '0.0': test NULL first
+    "CASE WHEN {c} IS NULL THEN NULL WHEN {c} > 1.7976931348623157e308 THEN 'Infinity'"
     " WHEN {c} < -1.7976931348623157e308 THEN '-Infinity' ELSE printf('%!.17g', {c}) END"
 )
 
 
+def _source_value(c: str, policy: str | None) -> str:
+    """The value a column contributes, after its policy: what NULL tests look at."""
+    if policy == "null":
+        return f"CASE WHEN typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0 THEN NULL ELSE {c} END"
+    return c
+
+
 def _column_exprs(c: str, pg_type: str, policy: str | None) -> tuple[str, str, str, str]:
     """(copy_expr, src_canon, canon_kind, pg_canon) for one column, `c` already quoted."""
-    value = c
-    if policy == "null":
-        value = f"CASE WHEN typeof({c}) = 'text' AND instr(CAST({c} AS BLOB), x'00') > 0 THEN NULL ELSE {c} END"
+    value = _source_value(c, policy)
     if pg_type == "bigint":
         return f"CAST({value} AS TEXT)", f"CAST({value} AS TEXT)", "plain", "{c}::text"
     if pg_type == "boolean":
-        b = f"CASE WHEN {value} THEN 't' ELSE 'f' END"
+        b = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} THEN 't' ELSE 'f' END"
         return b, b, "plain", "CASE WHEN {c} THEN 't' ELSE 'f' END"
     if pg_type == "double precision":
         return _DOUBLE_COPY.format(c=value), value, "double", "encode(float8send({c}), 'hex')"
     if pg_type == "bytea":
-        hexed = f"lower(hex({value}))"
-        return f"'\\\\x' || {hexed}", hexed, "plain", "encode({c}, 'hex')"
+        hexed = f"lower(hex({value}))"  # hex(NULL) is '': test NULL first
+        copy = f"CASE WHEN {value} IS NULL THEN NULL ELSE '\\x' || {hexed} END"
+        return copy, hexed, "plain", "encode({c}, 'hex')"
     if pg_type == "jsonb":
-        return _esc(value), value, "json", "{c}::text"
-    if pg_type == "timestamp":
-        return _esc(value), value, "timestamp", "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        return _csv(value), value, "json", "{c}::text"
+    if pg_type == "timestamp":  # ISO text by the scan: no comma, quote or newline to quote
+        return value, value, "timestamp", "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
     if pg_type == "date":
-        return _esc(value), value, "date", "to_char({c}, 'YYYY-MM-DD')"
+        return value, value, "date", "to_char({c}, 'YYYY-MM-DD')"
+    if policy != "text":  # only text values here (else the plan has a mixed-storage error)
+        return _csv(value), value, "plain", "{c}::text"
     as_text = (
         f"CASE typeof({value}) WHEN 'real' THEN {_REAL_TEXT.format(c=value)}"
         f" ELSE CAST({value} AS TEXT) END"
     )
-    return _esc(as_text), as_text, "plain", "{c}::text"
+    return _csv(as_text), as_text, "plain", "{c}::text"
 
 
 def _nocase(pg_type: str) -> str:
@@ -361,7 +371,8 @@ def build_plan(
                     notnull=c.notnull,
                     default_sql=default,
                     identity=identity,
-                    copy_expr=f"coalesce({copy_expr}, '\\N')",
+                    copy_expr=f"coalesce({copy_expr}, '')",
+                    src_value=_source_value(q, policy),
                     src_canon=src_canon,
                     canon_kind=kind,
                     pg_canon=pg_canon.format(c=q),
@@ -558,14 +569,14 @@ def fk_sql(t: PlanTable, schema: str) -> list[str]:
 
 
 def copy_select(t: PlanTable) -> str:
-    """One SQLite SELECT whose single column is the row as one COPY-text line."""
-    line = " || char(9) || ".join(c.copy_expr for c in t.columns)
+    """One SQLite SELECT whose single column is the row as one CSV line for COPY."""
+    line = " || ',' || ".join(c.copy_expr for c in t.columns)
     return f"SELECT {line} FROM {quote_ident(t.name)}"
 
 
 def copy_into(t: PlanTable, schema: str) -> str:
     cols = ", ".join(quote_ident(c.name) for c in t.columns)
-    return f"COPY {quote_ident(schema)}.{quote_ident(t.name)} ({cols}) FROM STDIN"
+    return f"COPY {quote_ident(schema)}.{quote_ident(t.name)} ({cols}) FROM STDIN (FORMAT csv)"
 
 
 # ---------------------------------------------------------------- canonical values
@@ -637,19 +648,44 @@ _FINISH: dict[str, Callable[[Any], str]] = {
 
 
 def source_row_hasher(t: PlanTable) -> tuple[str, Callable[..., int]]:
-    """(SQLite select list, function(*values) -> signed 64-bit hash of the row's canonical text)."""
-    finishers = [None if c.canon_kind == "plain" else _FINISH[c.canon_kind] for c in t.columns]
+    """(SQLite select list, function(*values) -> signed 64-bit hash of the row's canonical text).
+
+    Runs of plain columns are turned into canonical text by SQLite itself (C
+    speed, one argument per run); Python only finishes doubles, JSON and
+    datetimes, whose canonical form SQLite cannot produce.
+    """
+    select: list[str] = []
+    finishers: list[Callable[[Any], str] | None] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            select.append(" || ',' || ".join(run))
+            finishers.append(None)
+            run.clear()
+
+    for c in t.columns:
+        if c.canon_kind == "plain":
+            x = c.src_canon
+            run.append(
+                f"(CASE WHEN {c.src_value} IS NULL THEN '\\N' ELSE length({x}) || ':' || {x} END)"
+            )
+        else:
+            flush()
+            select.append(c.src_canon)
+            finishers.append(_FINISH[c.canon_kind])
+    flush()
 
     def row_hash(*values: Any) -> int:
         text = ",".join(
-            _piece(None if v is None else (fin(v) if fin is not None else v))
+            v if fin is None else ("\\N" if v is None else _piece(fin(v)))
             for fin, v in zip(finishers, values, strict=True)
         )
         return int.from_bytes(
             hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
         )
 
-    return ", ".join(c.src_canon for c in t.columns), row_hash
+    return ", ".join(select), row_hash
 
 
 def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:

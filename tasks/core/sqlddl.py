@@ -329,6 +329,12 @@ def translate(
                 out.append(UTC_NOW_TEXT if now_as_text else UTC_NOW)
                 k = end
                 continue
+            elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):
+                # SQLite's comparisons are the integers 0/1; PostgreSQL's are boolean
+                inner = translate(args, resolve, now_as_text=now_as_text)
+                out.append(f"{FUNCTIONS[up]}(({inner})::int)")
+                k = end
+                continue
             elif up in FUNCTIONS:
                 fn = FUNCTIONS[up]
             else:
@@ -388,6 +394,23 @@ def translate(
             out.append(t.text)
         k += 1
     return _join(out)
+
+
+_PREDICATE_OPS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}
+_PREDICATE_WORDS = {"AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "ISNULL", "NOTNULL"}
+
+
+def _has_predicate(tokens: Sequence[Tok]) -> bool:
+    depth = 0
+    for t in tokens:
+        depth += t.kind == "lp"
+        depth -= t.kind == "rp"
+        if depth == 0 and (
+            (t.kind == "op" and t.text in _PREDICATE_OPS)
+            or (t.kind == "word" and t.text.upper() in _PREDICATE_WORDS)
+        ):
+            return True
+    return False
 
 
 def _join(parts: list[str]) -> str:
