@@ -9,7 +9,7 @@ an `events` table with JSON, datetimes, BLOBs and reals; ~1 M rows at scale
   parallel), into hand-written tables, plus the same keys and indexes;
 - pgloader with defaults, and what it got wrong.
 
-and peak RSS of the Shipyard process at `--rss-scale` (5× by default).
+and peak RSS of the Shipyard process at `--rss-scale` (5x by default).
 Prints one JSON line. Run: `uv run python bench/migrate.py [--scale 1]`.
 """
 
@@ -166,7 +166,7 @@ def physical(db: Path, dsn: str) -> float:
     def keys(statements: list[str]) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             for s in statements:
-                conn.execute(s)  # type: ignore[arg-type]
+                conn.execute(s)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(keys, PHYSICAL_KEYS))
@@ -329,7 +329,7 @@ def main() -> int:
         if args.rss_scale:
             big = home / "big.db"
             out["rss_rows"] = sum(build_database(big, args.rss_scale).values())
-            rep, wall5, rss, _ = run_cli(big, create_db(pg.dsn, "big"), env)
+            rep, _wall, rss, _ = run_cli(big, create_db(pg.dsn, "big"), env)
             out["rss_scale"] = args.rss_scale
             out["rss_peak_mb"] = round(rss / 2**20, 1)
             out["rss_run_s"] = rep.get("seconds")
