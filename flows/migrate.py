@@ -244,7 +244,11 @@ def migrate(
         if plan.blocking:
             raise MigrationError(
                 "the plan has blocking findings: "
-                + "; ".join(f"{f.key}: {f.message}" for f in plan.blocking),
+                + "; ".join(
+                    f"{f.key}: {f.message}"
+                    + (f" (rowids {', '.join(map(str, f.rowids))})" if f.rowids else "")
+                    for f in plan.blocking
+                ),
                 hint="fix the source, set a per-column policy, or accept the finding by its key",
             )
         if dry_run:
@@ -269,9 +273,13 @@ def migrate(
                 validation = validate_migration(snap, db, plan, workers, sums)
                 phase("validate", t0)
                 if not validation.passed:
-                    bad = [t.name for t in validation.tables if not t.ok] + [
-                        v.name for v in validation.views if not v.ok
-                    ]
+                    bad = [
+                        f"{t.name} (differing keys: {', '.join(map(str, t.differing_keys))})"
+                        if t.differing_keys
+                        else t.name
+                        for t in validation.tables
+                        if not t.ok
+                    ] + [f"view {v.name}" for v in validation.views if not v.ok]
                     raise ValidationFailed(
                         f"validation failed for {', '.join(bad)}; the target is unchanged",
                         hint="see the migration-validation artifact",

@@ -260,7 +260,13 @@ def scan(
                                 column=c.name,
                                 code="int-overflow",
                                 count=st.real,
-                                rowids=tuple(i[0] for i in ids if i[0] is not None),
+                                rowids=tuple(
+                                    i[0]
+                                    for i in conn.execute(
+                                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = 'real' LIMIT 5"
+                                    )
+                                    if i[0] is not None
+                                ),
                             )
                         )
             for fk in t.fks:
@@ -294,9 +300,15 @@ def make_plan(path: Path, options: MigrationOptions, workers: int) -> Plan:
     conn = open_readonly(path)
     try:
         schema = introspect(conn)
+        if not schema.tables:
+            raise MigrationError(f"{path.name} has no tables to migrate", hint="check the path")
+        stats, refusals = scan(path, schema, workers)
+    except sqlite3.DatabaseError as exc:
+        raise MigrationError(
+            f"the source is corrupt: {exc}", hint="run PRAGMA integrity_check on it"
+        ) from exc
     finally:
         conn.close()
-    stats, refusals = scan(path, schema, workers)
     return build_plan(schema, stats, refusals, options)
 
 
@@ -376,7 +388,7 @@ def copy_chunk(
                     try:
                         buf.decode("utf-8")
                     except UnicodeDecodeError as exc:
-                        raise _invalid_utf8(src, t, rng) from exc
+                        raise _invalid_utf8(path, t, rng) from exc
                     cp.write(buf)
                     progress.add(t.name, len(batch))
             pg.commit()
@@ -386,10 +398,10 @@ def copy_chunk(
         src.close()
 
 
-def _invalid_utf8(
-    src: sqlite3.Connection, t: PlanTable, rng: tuple[int, int] | None
-) -> MigrationError:
+def _invalid_utf8(path: Path, t: PlanTable, rng: tuple[int, int] | None) -> MigrationError:
     """Name the column and rows whose text is not valid UTF-8 (only searched on failure)."""
+    src = open_readonly(path)
+    src.text_factory = bytes
     found = []
     for c in t.columns:
         qc = quote_ident(c.name)
@@ -403,6 +415,7 @@ def _invalid_utf8(
         ]
         if bad:
             found.append(f"{t.name}.{c.name}: {len(bad)} row(s), rowids {bad[:5]}")
+    src.close()
     return MigrationError(
         "text that is not valid UTF-8, which PostgreSQL refuses: " + "; ".join(found),
         hint="fix the rows in the source, or store the column as BLOB",
@@ -434,6 +447,10 @@ def source_checksum(
         while batch := rows.fetchmany(5000):
             total += sum(row_hash(*r) for r in batch)
             count += len(batch)
+    except sqlite3.OperationalError as exc:
+        if "decode" in str(exc):
+            raise _invalid_utf8(path, t, rng) from exc
+        raise
     finally:
         conn.close()
     return count, total

@@ -292,6 +292,7 @@ def build_plan(
     accepted = {k: True for k in options.accept}
     tables: list[PlanTable] = []
     needs_citext = False
+    all_booleans: frozenset[str] = frozenset()
     for t in schema.tables:
         try:
             ddl = parse_create_table(t.sql)
@@ -378,10 +379,12 @@ def build_plan(
                     pg_canon=pg_canon.format(c=q),
                 )
             )
+        booleans = frozenset(c.name.lower() for c in cols if c.pg_type == "boolean")
+        all_booleans |= booleans
         checks: list[str] = []
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
-                checks.append(translate(toks, resolve))
+                checks.append(translate(toks, resolve, booleans=booleans))
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
         uniques = tuple(tuple(str(x) for x in ix.columns) for ix in t.indexes if ix.origin == "u")
@@ -390,7 +393,9 @@ def build_plan(
             if ix.origin != "c" or ix.sql is None:
                 continue
             try:
-                indexes.append(PlanIndex(name=ix.name, sql=_index_sql(ix, t.name, resolve)))
+                indexes.append(
+                    PlanIndex(name=ix.name, sql=_index_sql(ix, t.name, resolve, booleans))
+                )
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", ix.name, f"index on {t.name}: {exc}")
         fks: list[PlanFK] = []
@@ -470,7 +475,7 @@ def build_plan(
             views.append(
                 PlanView(
                     name=v.name,
-                    select_sql=translate(view_select(v.sql), resolve_any),
+                    select_sql=translate(view_select(v.sql), resolve_any, booleans=all_booleans),
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:
@@ -492,14 +497,19 @@ def build_plan(
     )
 
 
-def _index_sql(ix: SourceIndex, table: str, resolve: Callable[[str], str | None]) -> str:
+def _index_sql(
+    ix: SourceIndex,
+    table: str,
+    resolve: Callable[[str], str | None],
+    booleans: frozenset[str] = frozenset(),
+) -> str:
     assert ix.sql is not None
     ddl = parse_create_index(ix.sql)
     terms = []
     for term in ddl.terms:
         if term.collate == "NOCASE":
             raise Untranslatable("COLLATE NOCASE on an index term")
-        expr = translate(term.tokens, resolve)
+        expr = translate(term.tokens, resolve, booleans=booleans)
         if len(term.tokens) > 1:
             expr = f"({expr})"
         terms.append(expr + (" DESC" if term.desc else ""))
@@ -509,7 +519,7 @@ def _index_sql(ix: SourceIndex, table: str, resolve: Callable[[str], str | None]
         + ")"
     )
     if ddl.where:
-        sql += " WHERE " + translate(ddl.where, resolve)
+        sql += " WHERE " + translate(ddl.where, resolve, booleans=booleans)
     return sql
 
 

@@ -293,6 +293,7 @@ def translate(
     *,
     now_as_text: bool = True,
     casts: Mapping[str, str] = CAST_TYPES,
+    booleans: frozenset[str] = frozenset(),
 ) -> str:
     """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
 
@@ -301,7 +302,7 @@ def translate(
     bare names (aliases) are lower-cased so every use quotes the same way.
     """
     out: list[str] = []
-    toks = list(tokens)
+    toks = _boolean_literals(list(tokens), booleans)
     k = 0
     while k < len(toks):
         t = toks[k]
@@ -331,7 +332,7 @@ def translate(
                 continue
             elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):
                 # SQLite's comparisons are the integers 0/1; PostgreSQL's are boolean
-                inner = translate(args, resolve, now_as_text=now_as_text)
+                inner = translate(args, resolve, now_as_text=now_as_text, booleans=booleans)
                 out.append(f"{FUNCTIONS[up]}(({inner})::int)")
                 k = end
                 continue
@@ -339,7 +340,9 @@ def translate(
                 fn = FUNCTIONS[up]
             else:
                 raise Untranslatable(f"function {t.text}() has no faithful PostgreSQL equivalent")
-            out.append(f"{fn}({translate(args, resolve, now_as_text=now_as_text)})")
+            out.append(
+                f"{fn}({translate(args, resolve, now_as_text=now_as_text, booleans=booleans)})"
+            )
             k = end
             continue
         if t.kind == "word" and up == "CAST" and nxt is not None and nxt.kind == "lp":
@@ -398,6 +401,25 @@ def translate(
 
 _PREDICATE_OPS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}
 _PREDICATE_WORDS = {"AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "ISNULL", "NOTNULL"}
+
+
+def _boolean_literals(toks: list[Tok], booleans: frozenset[str]) -> list[Tok]:
+    """`flag = 1` on a column that became boolean compares with TRUE, as SQLite meant."""
+    if not booleans:
+        return toks
+    out = list(toks)
+    for i in range(len(out) - 2):
+        a, op, b = out[i], out[i + 1], out[i + 2]
+        if (
+            a.kind in ("ident", "word")
+            and a.text.lower() in booleans
+            and op.kind == "op"
+            and op.text in ("=", "==", "!=", "<>")
+            and b.kind == "num"
+            and b.text in ("0", "1")
+        ):
+            out[i + 2] = Tok("word", "TRUE" if b.text == "1" else "FALSE")
+    return out
 
 
 def _has_predicate(tokens: Sequence[Tok]) -> bool:

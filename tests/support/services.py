@@ -246,12 +246,19 @@ def start_postgres(root: Path) -> Postgres:
         capture_output=True,
     )
     port = free_port()
-    proc = subprocess.Popen(
+    proc = _launch_postgres(root, port, as_user)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _wait_postgres(dsn)
+    return Postgres(dsn=dsn, root=root, proc=proc)
+
+
+def _launch_postgres(root: Path, port: int, as_user: list[str]) -> subprocess.Popen[Any]:
+    return subprocess.Popen(
         [
             *as_user,
             str(PG_BIN / "postgres"),
             "-D",
-            str(data),
+            str(root / "data"),
             "-k",
             str(root),
             "-h",
@@ -265,11 +272,12 @@ def start_postgres(root: Path) -> Postgres:
             "-c",
             "full_page_writes=off",
         ],
-        stdout=open(root / "postgres.log", "w"),
+        stdout=open(root / "postgres.log", "a"),
         stderr=subprocess.STDOUT,
     )
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
+
+def _wait_postgres(dsn: str) -> None:
     def ready() -> bool:
         import psycopg
 
@@ -277,4 +285,34 @@ def start_postgres(root: Path) -> Postgres:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     wait_for(ready, 60, "postgres")
-    return Postgres(dsn=dsn, root=root, proc=proc)
+
+
+def kill9_postgres(pg: Postgres) -> None:
+    """A crash, not a shutdown: SIGKILL the postmaster and every backend."""
+    pid = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    for p in [pid, *map(int, children)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pg.proc.wait(10)
+
+
+def restart_postgres(pg: Postgres) -> Postgres:
+    """Start the same cluster again (crash recovery runs if it was killed)."""
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = int(pg.dsn.rsplit(":", 1)[1].split("/")[0])
+    deadline = time.monotonic() + 30
+    while (pg.root / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+        pid = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    proc = _launch_postgres(pg.root, port, as_user)
+    _wait_postgres(pg.dsn)
+    return Postgres(dsn=pg.dsn, root=pg.root, proc=proc)

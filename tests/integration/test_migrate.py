@@ -1,0 +1,453 @@
+"""The migrate flow against a real PostgreSQL 15 and real SQLite files built here.
+
+Every test checks that the source file is byte-for-byte unchanged, and every
+failing case that the target still holds exactly what it held before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import sqlite3
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from blocks.postgres import PostgresDatabase
+from flows.migrate import ValidationFailed, migrate
+from tasks.core.errors import ConfigError, MigrationError
+from tests.support import services
+
+_ids = itertools.count()
+
+RICH = """
+CREATE TABLE members (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    handle TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    party TEXT NOT NULL CHECK (party IN ('D', 'R', 'I')),
+    active BOOLEAN NOT NULL DEFAULT 1,
+    born DATE,
+    joined DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    weight REAL,
+    prefs JSON,
+    avatar BLOB
+);
+CREATE TABLE "order items" (
+    "select" INTEGER NOT NULL,
+    "we""ird" TEXT NOT NULL,
+    "naïve 名前" TEXT,
+    member_id INTEGER REFERENCES members(id) ON DELETE CASCADE,
+    PRIMARY KEY ("select", "we""ird")
+) WITHOUT ROWID;
+CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, CHECK (length(body) < 1000));
+CREATE INDEX members_recent ON members (joined DESC) WHERE active = 1;
+CREATE INDEX members_handle_lower ON members (lower(handle));
+CREATE VIEW member_items AS
+    SELECT m.handle AS handle, count(o."select") AS items, sum(o."select" > 1) AS big
+    FROM members m LEFT JOIN "order items" o ON o.member_id = m.id GROUP BY m.handle;
+"""
+
+DOUBLES = [0.1, 1e300, 5e-324, -2.5e-310, 123456789.12345679, math.inf, -math.inf, 2.0 / 3]
+
+
+def build_rich(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(RICH)
+    for i, w in enumerate(DOUBLES, start=1):
+        conn.execute(
+            "INSERT INTO members (handle, party, active, born, joined, weight, prefs, avatar)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                f"User{i}",
+                "DRI"[i % 3],
+                i % 2,
+                f"19{50 + i}-0{1 + i % 9}-1{i % 9}",
+                f"2024-03-0{i}T10:0{i}:00.12345{i}" if i % 2 else f"2024-03-0{i} 10:00:00",
+                w,
+                '{"b": 1, "a": [1.50, 2e2, "x\\u00e9"], "a": "dup"}' if i == 1 else None,
+                bytes([0, 1, 2, i]) if i % 3 else None,
+            ),
+        )
+    conn.execute("INSERT INTO members (handle, party) VALUES ('ghost', 'I')")
+    conn.execute("DELETE FROM members WHERE handle = 'ghost'")  # its id must never be reused
+    conn.executemany(
+        'INSERT INTO "order items" VALUES (?,?,?,?)',
+        [(1, 'a"b', "ünï", 1), (2, "it's", None, 1), (3, "x", "名前", 2)],
+    )
+    conn.executemany("INSERT INTO notes (body) VALUES (?)", [("first",), (None,), ("",)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[services.Postgres]:
+    pg = services.start_postgres(services.tmpdir("shipyard-pg-migrate-"))
+    yield pg
+    services.stop(pg.proc)
+
+
+@pytest.fixture
+def target(postgres: services.Postgres) -> str:
+    name = f"t{next(_ids)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def run(db: Path, dsn: str, **kw: Any) -> Any:
+    return migrate(str(db), PostgresDatabase(dsn=SecretStr(dsn)), **kw)
+
+
+def fingerprint(dsn: str) -> list[tuple[Any, ...]]:
+    """Everything a failed migration must leave as it was: objects and their rows."""
+    with psycopg.connect(dsn) as conn:
+        objects = conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        rows = [
+            (
+                r[1],
+                conn.execute(
+                    f'SELECT md5(string_agg(t::text, \',\' ORDER BY t::text)) FROM "{r[0]}"."{r[1]}" t'
+                ).fetchone(),
+            )
+            for r in objects
+            if r[2] == "r"
+        ]
+    return [*objects, *rows]
+
+
+def test_rich_schema_migrates_faithfully(tmp_path, target):
+    db = build_rich(tmp_path / "rich.db")
+    before = sha(db)
+    report = run(db, target)
+    assert report.passed and report.swapped
+    assert report.validation.passed and [v.name for v in report.validation.views] == [
+        "member_items"
+    ]
+    assert sha(db) == before
+    with psycopg.connect(target, autocommit=True) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, udt_name FROM information_schema.columns WHERE table_name = 'members'"
+            ).fetchall()
+        )
+        assert types == {
+            "id": "int8",
+            "handle": "citext",
+            "party": "text",
+            "active": "bool",
+            "born": "date",
+            "joined": "timestamp",
+            "weight": "float8",
+            "prefs": "jsonb",
+            "avatar": "bytea",
+        }
+        # every double bit for bit, Infinity included
+        got = dict(conn.execute("SELECT id, float8send(weight) FROM members").fetchall())
+        assert [bytes(got[i]) for i in range(1, len(DOUBLES) + 1)] == [
+            struct.pack(">d", d) for d in DOUBLES
+        ]
+        # naive datetimes are not shifted by any time zone; fractions kept
+        assert (
+            conn.execute("SELECT joined::text FROM members WHERE id = 1").fetchone()[0]
+            == "2024-03-01 10:01:00.123451"
+        )
+        # AUTOINCREMENT: the deleted ghost's id (9) is never handed out again
+        new_id = conn.execute(
+            "INSERT INTO members (handle, party) VALUES ('new', 'D') RETURNING id"
+        ).fetchone()[0]
+        assert new_id == len(DOUBLES) + 2
+        # DEFAULT CURRENT_TIMESTAMP is UTC like SQLite's, and DEFAULT 1 on a boolean is true
+        row = conn.execute(
+            "SELECT joined, active, (now() AT TIME ZONE 'UTC') - joined FROM members WHERE id = %s",
+            (new_id,),
+        ).fetchone()
+        assert row[1] is True and abs(row[2].total_seconds()) < 60
+        # NOCASE: uniqueness ignores case like SQLite did
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO members (handle, party) VALUES ('USER1', 'D')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO members (handle, party) VALUES ('z', 'X')")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO \"order items\" VALUES (9, 'q', NULL, 999)")
+        with pytest.raises(psycopg.errors.UniqueViolation):  # composite primary key
+            conn.execute('INSERT INTO "order items" VALUES (1, \'a"b\', NULL, NULL)')
+        indexes = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'members'"
+            )
+        }
+        assert (
+            "DESC" in indexes["members_recent"]
+            and "WHERE (active = 1)" not in indexes["members_recent"]
+        )
+        assert "WHERE" in indexes["members_recent"] and "lower" in indexes["members_handle_lower"]
+        assert conn.execute("SELECT prefs FROM members WHERE id = 1").fetchone()[0] == {
+            "a": "dup",
+            "b": 1,
+        }
+        assert (
+            conn.execute('SELECT "naïve 名前" FROM "order items" WHERE "select" = 3').fetchone()[0]
+            == "名前"
+        )
+        assert sorted(
+            conn.execute("SELECT handle, items, big FROM member_items WHERE items > 0").fetchall()
+        ) == [
+            ("User1", 2, 1),
+            ("User2", 1, 1),
+        ]
+
+
+def test_dry_run_plans_without_touching_the_target(tmp_path, target):
+    db = build_rich(tmp_path / "rich.db")
+    before = fingerprint(target)
+    report = run(db, target, dry_run=True)
+    assert report.dry_run and not report.swapped and report.validation is None
+    assert report.tables == {"members": 8, "order items": 3, "notes": 3}
+    assert {f.code for f in report.findings} >= {
+        "nocase",
+        "identity",
+        "naive-datetime",
+        "without-rowid",
+        "infinity",
+    }
+    assert fingerprint(target) == before
+
+
+def test_rerun_replaces_an_earlier_migration_and_keeps_it_aside(tmp_path, target):
+    db = build_rich(tmp_path / "rich.db")
+    run(db, target)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO notes (body) VALUES ('later')")
+    conn.commit()
+    conn.close()
+    assert run(db, target).passed
+    with psycopg.connect(target) as pg:
+        assert pg.execute("SELECT count(*) FROM public.notes").fetchone()[0] == 4
+        assert pg.execute("SELECT count(*) FROM shipyard_previous.notes").fetchone()[0] == 3
+        assert pg.execute("SELECT to_regnamespace('shipyard_stage')").fetchone()[0] is None
+
+
+def _migrated(target: str) -> list[tuple[Any, ...]]:
+    return fingerprint(target)
+
+
+@pytest.fixture
+def migrated_target(tmp_path, target) -> str:
+    """A target that already holds an earlier migration: failures must leave it intact."""
+    run(build_rich(tmp_path / "earlier.db"), target)
+    return target
+
+
+def _source(
+    tmp_path: Path, sql: str, rows: list[tuple[Any, ...]] | None = None, name: str = "src.db"
+) -> Path:
+    path = tmp_path / name
+    conn = sqlite3.connect(path)
+    conn.executescript(sql)
+    if rows:
+        cols = len(rows[0])
+        table = sql.split("TABLE", 1)[1].split("(", 1)[0].strip()
+        conn.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * cols)})", rows)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows", "code", "policy"),
+    [
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)",
+            [(1, "ok"), (2, "nul\x00byte")],
+            "nul-in-text",
+            {"t.s": "null"},
+        ),
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, s)",
+            [(1, "ok"), (2, 7.5)],
+            "mixed-storage",
+            {"t.s": "text"},
+        ),
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)",
+            [(1, 5), (2, 1e21)],
+            "int-overflow",
+            {"t.n": "double"},
+        ),
+    ],
+)
+def test_refused_data_blocks_with_rowids_then_a_policy_decides(
+    tmp_path, migrated_target, sql, rows, code, policy
+):
+    db = _source(tmp_path, sql, rows)
+    before_src, before = sha(db), fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match=code) as info:
+        run(db, migrated_target)
+    assert f"t.{policy_col(policy)}:{code}" in str(info.value) and "(rowids 2)" in str(info.value)
+    assert fingerprint(migrated_target) == before and sha(db) == before_src
+    plan = run(db, migrated_target, dry_run=True, policies=policy)
+    assert not plan.blocking
+    report = run(db, migrated_target, policies=policy)
+    assert report.passed
+    with psycopg.connect(migrated_target) as pg:
+        assert pg.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+
+
+def policy_col(policy: dict[str, str]) -> str:
+    return next(iter(policy)).split(".", 1)[1]
+
+
+def test_refusal_reports_table_column_rowid_and_count(tmp_path, target):
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)",
+        [(1, "a"), (7, "x\x00"), (9, "y\x00")],
+    )
+    report = run(db, target, dry_run=True, accept=["t.s:nul-in-text"])
+    finding = next(f for f in report.findings if f.code == "nul-in-text")
+    assert (finding.table, finding.column, finding.count, finding.rowids) == ("t", "s", 2, (7, 9))
+
+
+def test_fk_orphans_block_and_accepting_keeps_rows_with_a_not_valid_key(tmp_path, migrated_target):
+    db = _source(
+        tmp_path,
+        "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p(id));"
+        " INSERT INTO p VALUES (1); INSERT INTO c VALUES (1, 1), (2, 42);",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match=r"c:fk-orphans-0.*1 row\(s\) reference a missing p"):
+        run(db, migrated_target)
+    assert fingerprint(migrated_target) == before
+    report = run(db, migrated_target, accept=["c:fk-orphans-0"])
+    assert report.validation.fk_not_valid == ("c_fk0",)
+    with psycopg.connect(migrated_target) as pg:
+        assert pg.execute("SELECT count(*) FROM c").fetchone()[0] == 2
+        assert (
+            pg.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'c_fk0'").fetchone()[
+                0
+            ]
+            is False
+        )
+
+
+def test_untranslatable_objects_block_until_accepted(tmp_path, migrated_target):
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT CHECK (code GLOB '[A-Z]*'));"
+        " CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN SELECT 1; END;"
+        " INSERT INTO t VALUES (1, 'AB');",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError) as info:
+        run(db, migrated_target)
+    assert "t:untranslatable" in str(info.value) and "t_audit:trigger" in str(info.value)
+    assert fingerprint(migrated_target) == before
+    assert run(db, migrated_target, accept=["t:untranslatable", "t_audit:trigger"]).passed
+
+
+def test_invalid_utf8_is_named_and_the_target_unchanged(tmp_path, migrated_target):
+    db = _source(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO t VALUES (1, 'fine'), (5, CAST(x'61ff62' AS TEXT))")
+    conn.commit()
+    conn.close()
+    before = fingerprint(migrated_target)
+    with pytest.raises(
+        MigrationError,
+        match=r"not valid UTF-8, which PostgreSQL refuses: t\.s: 1 row\(s\), rowids \[5\]",
+    ):
+        run(db, migrated_target)
+    assert fingerprint(migrated_target) == before
+
+
+@pytest.mark.parametrize("kind", ["not-a-database", "corrupt", "empty", "missing"])
+def test_bad_sources_are_clear_typed_errors(tmp_path, migrated_target, kind):
+    path = tmp_path / "bad.db"
+    if kind == "not-a-database":
+        path.write_bytes(b"hello, this is a text file\n" * 400)
+    elif kind == "corrupt":
+        build_rich(path)
+        data = bytearray(path.read_bytes())
+        data[4096 + 10 : 4096 + 400] = b"\xde\xad" * 195  # smash page 2
+        path.write_bytes(bytes(data))
+    elif kind == "empty":
+        sqlite3.connect(path).close()
+    before = fingerprint(migrated_target)
+    expected = ConfigError if kind == "missing" else MigrationError
+    with pytest.raises(expected) as info:
+        run(path, migrated_target)
+    assert {
+        "not-a-database": "not a readable SQLite database",
+        "corrupt": "corrupt",
+        "empty": "no tables",
+        "missing": "does not exist",
+    }[kind] in str(info.value)
+    assert fingerprint(migrated_target) == before
+
+
+def test_locked_source_is_a_clear_error(tmp_path, migrated_target):
+    db = build_rich(tmp_path / "locked.db")
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO notes (body) VALUES ('uncommitted')")
+    try:
+        with pytest.raises(MigrationError, match="lock"):
+            run(db, migrated_target)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_validation_failure_names_keys_and_leaves_the_target(tmp_path, migrated_target):
+    """A checksum mismatch stops the swap, and the differing primary keys are listed.
+
+    The mismatch is real: an event trigger (as a DBA might have installed)
+    rewrites one value of every table created in the staging schema.
+    """
+    db = _source(
+        tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)", [(1, "a"), (2, "b"), (3, "c")]
+    )
+    with psycopg.connect(migrated_target, autocommit=True) as pg:
+        pg.execute(
+            """
+            CREATE FUNCTION meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.id = 2 THEN NEW.s := upper(NEW.s); END IF; RETURN NEW; END $$;
+            CREATE FUNCTION add_meddler() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            DECLARE r record;
+            BEGIN
+              FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE'
+                AND schema_name = 'shipyard_stage' LOOP
+                EXECUTE format('CREATE TRIGGER meddle BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION public.meddle()', r.object_identity);
+              END LOOP;
+            END $$;
+            CREATE EVENT TRIGGER add_meddler ON ddl_command_end EXECUTE FUNCTION add_meddler();
+            """
+        )
+    before = fingerprint(migrated_target)
+    try:
+        with pytest.raises(
+            ValidationFailed, match=r"validation failed for t \(differing keys: 2\)"
+        ):
+            run(db, migrated_target)
+        assert fingerprint(migrated_target) == before
+        with psycopg.connect(migrated_target) as pg:
+            assert pg.execute("SELECT to_regnamespace('shipyard_stage')").fetchone()[0] is None
+    finally:
+        with psycopg.connect(migrated_target, autocommit=True) as pg:
+            pg.execute("DROP EVENT TRIGGER add_meddler")
