@@ -119,6 +119,7 @@ def fingerprint(dsn: str) -> list[tuple[Any, ...]]:
         ).fetchall()
         rows = [
             (
+                r[0],
                 r[1],
                 conn.execute(
                     f'SELECT md5(string_agg(t::text, \',\' ORDER BY t::text)) FROM "{r[0]}"."{r[1]}" t'
