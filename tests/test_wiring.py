@@ -25,4 +25,10 @@ def test_every_entrypoint_imports_a_flow():
         unknown = set(dep.get("parameters", {})) - accepted
         assert not unknown, f"{dep['entrypoint']} ({dep['name']}) gets unknown parameters {unknown}"
         seen.add((flow.name, dep["name"]))
-    assert {("release", "staging"), ("release", "production"), ("rollback", "production")} <= seen
+    assert {
+        ("release", "staging"),
+        ("release", "production"),
+        ("rollback", "production"),
+        ("migrate", "staging"),
+        ("migrate", "production"),
+    } <= seen

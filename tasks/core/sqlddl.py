@@ -419,6 +419,17 @@ def _boolean_literals(toks: list[Tok], booleans: frozenset[str]) -> list[Tok]:
             and b.text in ("0", "1")
         ):
             out[i + 2] = Tok("word", "TRUE" if b.text == "1" else "FALSE")
+        elif (
+            a.kind in ("ident", "word")
+            and a.text.lower() in booleans
+            and _is(op, "IN")
+            and b.kind == "lp"
+        ):
+            j = i + 3
+            while j < len(out) and out[j].kind != "rp":
+                if out[j].kind == "num" and out[j].text in ("0", "1"):
+                    out[j] = Tok("word", "TRUE" if out[j].text == "1" else "FALSE")
+                j += 1
     return out
 
 

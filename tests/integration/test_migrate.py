@@ -31,7 +31,7 @@ CREATE TABLE members (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     handle TEXT NOT NULL UNIQUE COLLATE NOCASE,
     party TEXT NOT NULL CHECK (party IN ('D', 'R', 'I')),
-    active BOOLEAN NOT NULL DEFAULT 1,
+    active BOOLEAN NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
     born DATE,
     joined DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
     weight REAL,
@@ -452,3 +452,42 @@ def test_validation_failure_names_keys_and_leaves_the_target(tmp_path, migrated_
     finally:
         with psycopg.connect(migrated_target, autocommit=True) as pg:
             pg.execute("DROP EVENT TRIGGER add_meddler")
+
+
+def test_the_dsn_password_never_leaks(tmp_path, postgres):
+    """Trust auth ignores the password, so it travels everywhere a real one would."""
+    import secrets as pysecrets
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
+
+    secret = "pw-" + pysecrets.token_hex(8)
+    base = postgres.dsn.rsplit("/", 1)[0].replace("postgres@", f"postgres:{secret}@")
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE secretive")
+    block = PostgresDatabase(dsn=SecretStr(base + "/secretive"))
+    db = build_rich(tmp_path / "rich.db")
+    haystacks = [repr(block), str(block), str(block.model_dump()), block.model_dump_json()]
+    ok = migrate.with_options(name="migrate")(str(db), block, return_state=True)
+    dead = PostgresDatabase(dsn=SecretStr(base.rsplit(":", 1)[0] + ":1/secretive"))
+    failed = migrate(str(db), dead, return_state=True)
+    assert ok.is_completed() and failed.is_failed()
+    with pytest.raises(MigrationError) as info:
+        failed.result()
+    haystacks.append(str(info.value))
+    with get_client(sync_client=True) as client:
+        ids = [ok.state_details.flow_run_id, failed.state_details.flow_run_id]
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        assert len(runs) == 2
+        haystacks += [str(r.parameters) + str(r.state.message if r.state else "") for r in runs]
+        for run_id in ids:
+            haystacks += [
+                entry.message
+                for entry in client.read_logs(
+                    log_filter=LogFilter(flow_run_id={"any_": [run_id]}), limit=200
+                )
+            ]
+        haystacks += [str(a.data) + str(a.description) for a in client.read_artifacts(limit=200)]
+    assert any("cannot connect to PostgreSQL" in h for h in haystacks)
+    leaks = [h[:200] for h in haystacks if secret in h]
+    assert not leaks, f"the password leaked into: {leaks}"

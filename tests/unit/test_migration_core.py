@@ -1,0 +1,231 @@
+"""The migration's pure decisions: reading SQLite DDL, translating expressions, the plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.core.migration import (
+    MigrationOptions,
+    Refusal,
+    SourceColumn,
+    SourceFK,
+    SourceIndex,
+    SourceSchema,
+    SourceTable,
+    SourceTrigger,
+    SourceView,
+    build_plan,
+    copy_select,
+    create_table_sql,
+    jsonb_text,
+    plan_markdown,
+    post_load_sql,
+)
+from tasks.core.sqlddl import (
+    Untranslatable,
+    parse_create_index,
+    parse_create_table,
+    tokenize,
+    translate,
+)
+from tasks.core.sqlmap import ColumnStats
+
+
+def tr(sql: str, names: dict[str, str] | None = None, **kw) -> str:
+    names = names or {}
+    return translate(tokenize(sql), lambda n: names.get(n.lower()), **kw)
+
+
+def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
+    assert tr("Party IN ('D', 'R')", {"party": "party"}) == "\"party\" IN ('D', 'R')"
+    assert tr('"x""; DROP TABLE t; --" > 1') == '"x""; DROP TABLE t; --" > 1'
+    assert tr("[my col] == `other`") == '"my col" = "other"'
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("ifnull(a, 0)", 'coalesce("a", 0)'),
+        ("name LIKE 'a%'", "\"name\" ILIKE 'a%'"),
+        ("max(a, b)", 'GREATEST("a", "b")'),
+        ("length(body) < 1000", 'length("body") < 1000'),
+        ("CAST(x AS INTEGER)", 'CAST("x" AS bigint)'),
+        ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
+        ("CURRENT_TIMESTAMP", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
+        ("datetime('now')", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
+        ("x'0aff'", "'\\x0aff'::bytea"),
+    ],
+)
+def test_translation(sqlite, postgres):
+    assert tr(sqlite) == postgres
+
+
+def test_boolean_columns_compare_with_true_false():
+    assert tr("active = 1", booleans=frozenset({"active"})) == '"active" = TRUE'
+
+
+@pytest.mark.parametrize(
+    "sql", ["code GLOB '[A-Z]*'", "json_extract(d, '$.a')", "d -> 'a'", "random()"]
+)
+def test_no_faithful_equivalent_is_refused(sql):
+    with pytest.raises(Untranslatable):
+        tr(sql)
+
+
+def test_create_table_reading():
+    ddl = parse_create_table(
+        """CREATE TABLE t (
+          id INTEGER PRIMARY KEY,
+          "Name" TEXT COLLATE NOCASE CHECK (length("Name") > 0), -- a comment, with a comma
+          [total] REAL GENERATED ALWAYS AS (id * 2) STORED,
+          CONSTRAINT c CHECK (id > 0), UNIQUE ("Name"))"""
+    )
+    cols = {c.name: c for c in ddl.columns}
+    assert list(cols) == ["id", "Name", "total"]
+    assert cols["Name"].collate == "NOCASE" and len(cols["Name"].checks) == 1
+    assert cols["total"].generated and len(ddl.checks) == 1
+
+
+def test_create_index_reading():
+    ix = parse_create_index(
+        "CREATE UNIQUE INDEX i ON t (lower(name), created DESC, code COLLATE NOCASE) WHERE active = 1"
+    )
+    assert ix.unique and [t.desc for t in ix.terms] == [False, True, False]
+    assert ix.terms[2].collate == "NOCASE" and [x.text for x in ix.where or ()] == [
+        "active",
+        "=",
+        "1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{"b": 1, "a": [1.50, 2e2, "x\\u00e9"], "a": "dup"}',
+        "[]",
+        '{"aa": null, "b": true, "n": -0.0}',
+        '"\\u0001\\n"',
+    ],
+)
+def test_jsonb_text_matches_postgres_rules(doc):
+    out = jsonb_text(doc)
+    assert json.loads(out) == json.loads(doc) or isinstance(json.loads(doc), dict)
+    if doc.startswith('{"b"'):
+        assert out == '{"a": "dup", "b": 1}'  # last duplicate wins; keys by length then bytes
+
+
+def _schema() -> SourceSchema:
+    cols = (
+        SourceColumn(name="id", declared="INTEGER", notnull=False, default=None, pk=1),
+        SourceColumn(name="name", declared="TEXT", notnull=True, default=None, pk=0),
+        SourceColumn(name="flag", declared="BOOLEAN", notnull=True, default="1", pk=0),
+        SourceColumn(name="at", declared="TEXT", notnull=True, default="CURRENT_TIMESTAMP", pk=0),
+    )
+    parent = SourceTable(
+        name="p",
+        sql="CREATE TABLE p (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL COLLATE NOCASE,"
+        " flag BOOLEAN NOT NULL DEFAULT 1, at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, CHECK (flag IN (0, 1)))",
+        columns=cols,
+        indexes=(
+            SourceIndex(
+                name="p_flag",
+                unique=False,
+                origin="c",
+                partial=True,
+                sql="CREATE INDEX p_flag ON p (at DESC) WHERE flag = 1",
+                columns=("at",),
+            ),
+            SourceIndex(
+                name="sqlite_autoindex_p_1",
+                unique=True,
+                origin="u",
+                partial=False,
+                sql=None,
+                columns=("name",),
+            ),
+        ),
+        autoincrement=True,
+        rows=3,
+        sequence=10,
+        max_key=7,
+    )
+    child = SourceTable(
+        name="c",
+        sql="CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p(id) ON DELETE CASCADE)",
+        columns=(
+            SourceColumn(name="id", declared="INTEGER", notnull=False, default=None, pk=1),
+            SourceColumn(name="p_id", declared="INTEGER", notnull=False, default=None, pk=0),
+        ),
+        fks=(
+            SourceFK(
+                id=0,
+                ref_table="p",
+                from_cols=("p_id",),
+                to_cols=("id",),
+                on_update="NO ACTION",
+                on_delete="CASCADE",
+            ),
+        ),
+        rows=2,
+        max_key=2,
+    )
+    return SourceSchema(
+        tables=(parent, child),
+        views=(SourceView(name="v", sql="CREATE VIEW v AS SELECT name FROM p WHERE flag = 1"),),
+        triggers=(SourceTrigger(name="audit", table="p", sql="CREATE TRIGGER audit ..."),),
+    )
+
+
+STATS = {
+    ("p", "id"): ColumnStats(integer=3),
+    ("p", "name"): ColumnStats(text=3),
+    ("p", "flag"): ColumnStats(integer=3, all_bool=True),
+    ("p", "at"): ColumnStats(text=3, all_iso_datetime=True),
+    ("c", "id"): ColumnStats(integer=2),
+    ("c", "p_id"): ColumnStats(integer=2),
+}
+
+
+def test_plan_decides_everything_as_data():
+    plan = build_plan(
+        _schema(), STATS, options=MigrationOptions(accept=frozenset({"audit:trigger"}))
+    )
+    p = plan.table("p")
+    assert [(c.name, c.pg_type, c.identity) for c in p.columns] == [
+        ("id", "bigint", True),
+        ("name", "citext", False),
+        ("flag", "boolean", False),
+        ("at", "text", False),
+    ]
+    assert p.restart_with == 11  # after sqlite_sequence, not after max(id)
+    assert plan.needs_citext and not plan.blocking
+    ddl = create_table_sql(p, "stage")
+    assert (
+        '"flag" boolean NOT NULL DEFAULT true' in ddl and 'CHECK ("flag" IN (FALSE, TRUE))' in ddl
+    )
+    assert "to_char(now() AT TIME ZONE 'UTC'" in ddl
+    post = post_load_sql(p, "stage")
+    assert post[0] == 'ALTER TABLE "stage"."p" ADD PRIMARY KEY ("id")'
+    assert 'ADD UNIQUE ("name")' in post[1]
+    assert post[2] == 'CREATE INDEX "p_flag" ON "stage"."p" ("at" DESC) WHERE "flag" = TRUE'
+    assert post[-1].endswith("RESTART WITH 11")
+    fk = plan.table("c").fks[0]
+    assert "ON DELETE CASCADE DEFERRABLE" in fk.sql and not fk.not_valid
+    assert plan.views[0].select_sql == 'SELECT "name" FROM "p" WHERE "flag" = TRUE'
+    assert "coalesce(" in copy_select(p) and "'Infinity'" not in copy_select(p)
+    assert "audit:trigger" in plan_markdown(plan, "x.db")
+
+
+def test_triggers_and_orphans_block_by_key_until_accepted():
+    orphans = Refusal(table="c", column=None, code="fk-orphans-0", count=1, rowids=(2,))
+    plan = build_plan(_schema(), STATS, (orphans,))
+    assert sorted(f.key for f in plan.blocking) == ["audit:trigger", "c:fk-orphans-0"]
+    accepted = build_plan(
+        _schema(),
+        STATS,
+        (orphans,),
+        MigrationOptions(accept=frozenset({"audit:trigger", "c:fk-orphans-0"})),
+    )
+    assert not accepted.blocking and accepted.table("c").fks[0].sql.endswith("NOT VALID")
