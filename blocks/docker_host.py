@@ -63,6 +63,11 @@ class DockerHostTarget(Block):
         description="Directory holding the release ledger (JSON lines per service/environment); "
         "point it at shared storage when several workers release to this host.",
     )
+    freeze_map: str | None = Field(
+        default=None,
+        description="HAProxy map file used by the backend's write-freeze rule (see README, 'Edge "
+        "proxy'); a release with a database migration freezes writes through it during cutover.",
+    )
     stop_timeout_s: int = Field(
         default=10, description="SIGTERM grace period when stopping containers."
     )

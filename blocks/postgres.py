@@ -18,6 +18,11 @@ class PostgresDatabase(Block):
     dsn: SecretStr = Field(
         description="postgresql://user:password@host:port/dbname; never logged or shown."
     )
+    service_dsn: SecretStr | None = Field(
+        default=None,
+        description="DSN the service's containers connect with, when they reach the database at "
+        "another address than Shipyard does (e.g. the Docker bridge gateway); defaults to dsn.",
+    )
     target_schema: str = Field(
         default="public",
         description="Schema the migrated tables are swapped into; objects of the same names are moved to shipyard_previous.",
@@ -33,11 +38,18 @@ class PostgresDatabase(Block):
 
     def secrets(self) -> list[str]:
         """Values to scrub from anything emitted: the DSN and its password."""
-        dsn = self.dsn.get_secret_value()
-        return [x for x in (dsn, urlparse(dsn).password) if x]
+        out = []
+        for secret in (self.dsn, self.service_dsn):
+            if secret is not None:
+                dsn = secret.get_secret_value()
+                out += [x for x in (dsn, urlparse(dsn).password) if x]
+        return out
 
     def get_client(self) -> tuple[str, str]:
         """(dsn, password-for-redaction): what the migration functions connect with."""
         self.validate_target()
-        secrets = self.secrets()
-        return self.dsn.get_secret_value(), secrets[-1]
+        dsn = self.dsn.get_secret_value()
+        return dsn, urlparse(dsn).password or dsn
+
+    def dsn_for_service(self) -> str:
+        return (self.service_dsn or self.dsn).get_secret_value()

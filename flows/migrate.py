@@ -384,3 +384,87 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class Cutover(BaseModel):
+    """What a release's database cutover did; writes stay frozen until the release thaws them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows_bulk: int
+    rows_caught_up: dict[str, int]
+    bulk_s: float
+    frozen_at: float  # time.monotonic() when writes were frozen
+    validation: m.Validation
+
+
+@task(name="migrate", cache_policy=NO_CACHE)
+def cutover_migration(
+    sqlite_path: str,
+    database: PostgresDatabase,
+    freeze: Callable[[], None],
+    thaw: Callable[[], None],
+    drain_s: float = 0.5,
+) -> Cutover:
+    """Zero-loss cutover: bulk copy while the old version serves, then freeze writes,
+    catch up, validate and swap; on any failure writes are thawed and the target is untouched.
+
+    Writes refused during the freeze get 503 + Retry-After and were never
+    acknowledged, so no write accepted by the old version can be lost.
+    """
+    log = get_run_logger()
+    dsn, password = database.get_client()
+    workers = m.cores()
+    work = m.workdir()
+    try:
+        started = time.perf_counter()
+        snap = m.snapshot(Path(sqlite_path), work)
+        plan = m.make_plan(snap, MigrationOptions(target_schema=database.target_schema), workers)
+        if plan.blocking:
+            raise MigrationError(
+                "the plan has blocking findings: " + "; ".join(f.key for f in plan.blocking),
+                hint="run the migrate flow with dry_run to see and accept them",
+            )
+        with m.migration_lock(dsn, password):
+            try:
+                m.prepare_stage(dsn, password, plan, database.target_schema)
+                progress = m.Progress(total=plan.total_rows)
+                m._run_parallel(
+                    [
+                        (lambda t=t, r=r: m.copy_chunk(snap, dsn, password, t, r, progress))  # type: ignore[misc]
+                        for t in plan.tables
+                        for r in m._chunks(snap, t)
+                    ],
+                    workers,
+                )
+                m.build_keys(dsn, password, plan, workers)
+                bulk_s = time.perf_counter() - started
+                freeze()
+                frozen_at = time.monotonic()
+                log.info("writes frozen after a %.1f s bulk copy of %d rows", bulk_s, progress.done)
+                time.sleep(drain_s)  # writes already inside the old version finish
+                final = work / "final"
+                final.mkdir()
+                snap2 = m.snapshot(Path(sqlite_path), final)
+                changed = m.catch_up(snap2, dsn, password, plan)
+                validation = m.validate(snap2, dsn, password, plan, workers)
+                if not validation.passed:
+                    raise ValidationFailed(
+                        "validation after the catch-up failed: "
+                        + ", ".join(t.name for t in validation.tables if not t.ok)
+                    )
+                m.swap(dsn, password, plan, database.target_schema)
+            except Exception:
+                thaw()
+                m.drop_stage(dsn, password)
+                raise
+        log.info("caught up %s; validation passed; swapped into place", changed)
+        return Cutover(
+            rows_bulk=progress.done,
+            rows_caught_up=changed,
+            bulk_s=round(bulk_s, 3),
+            frozen_at=frozen_at,
+            validation=validation,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

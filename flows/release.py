@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -16,7 +18,9 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.transactions import transaction
+from pydantic import SecretStr
 
+from blocks.postgres import PostgresDatabase
 from flows.common import (
     Context,
     current_flow_run,
@@ -26,17 +30,20 @@ from flows.common import (
     recover,
     timed,
 )
+from flows.migrate import cutover_migration
 from flows.verify import load_test
 from tasks.build import build_image
 from tasks.core import history, validate
-from tasks.core.errors import ReleaseRolledBack, ShipyardError
+from tasks.core.errors import ConfigError, ReleaseRolledBack, ShipyardError
+from tasks.core.haproxy import backend_name
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
+from tasks.deploy.haproxy import HAProxyRuntime
 from tasks.notify import send
 from tasks.registry import find_released_image, push_image
 from tasks.rollout import deploy
 from tasks.smoke import smoke_check
 
-PHASES = ("build-image", "push-image", "deploy", "smoke-check", "load-test", "finalize")
+PHASES = ("build-image", "push-image", "migrate", "deploy", "smoke-check", "load-test", "finalize")
 
 
 @task(name="finalize", cache_policy=NO_CACHE)
@@ -88,6 +95,29 @@ def _hook_context(flow_run: FlowRun) -> Context | None:
     except Exception as exc:  # noqa: BLE001 - hooks never raise
         get_run_logger_safe().error("hook cannot load blocks: %s", exc)
         return None
+
+
+def _cutover_inputs(
+    ctx: Any, migrate_from: str | None, database: str | None
+) -> PostgresDatabase | None:
+    """Checked before any side effect: a cutover needs its file, its database and a freeze map."""
+    if migrate_from is None and database is None:
+        return None
+    if migrate_from is None or database is None:
+        raise ConfigError("migrate_from", "migrate_from and database go together")
+    if not Path(migrate_from).is_file():
+        raise ConfigError("migrate_from", f"{migrate_from} does not exist or is not a file")
+    if not ctx.target.freeze_map:
+        raise ConfigError(
+            "target.freeze_map",
+            "a zero-loss cutover freezes writes at the proxy; set the HAProxy freeze map",
+        )
+    try:
+        db: PostgresDatabase = PostgresDatabase.load(database)  # type: ignore[assignment]
+    except ValueError as exc:
+        raise ConfigError("database", f"no Shipyard Postgres Database block {database!r}") from exc
+    db.validate_target()
+    return db
 
 
 def get_run_logger_safe() -> Any:
@@ -167,6 +197,8 @@ def release(
     lock_timeout_s: float = 600.0,
     smoke_deadline_s: float = 20.0,
     rebuild: bool = False,
+    migrate_from: str | None = None,
+    database: str | None = None,
 ) -> ReleaseRecord:
     """Release `version` of `service` to `environment`; the previous version keeps serving on failure.
 
@@ -175,9 +207,17 @@ def release(
     Credentials), `notifier` ("<block-type-slug>/<name>", any notification block).
     A version already in the registry is promoted (same digest), not rebuilt,
     unless `rebuild` is set.
+
+    With `migrate_from` (the SQLite file the running version writes) and
+    `database` (a Shipyard Postgres Database block), the release moves the
+    data to PostgreSQL with a zero-loss cutover: bulk copy while the old
+    version serves, then writes are frozen at the proxy (503 + Retry-After),
+    the last changes are caught up, validated and swapped in, the new version
+    starts on PostgreSQL, and writes are thawed once it passed its checks.
     """
     validate.version(version)
     ctx = load_context(environment, service, target, registry, notifier)
+    db = _cutover_inputs(ctx, migrate_from, database)
     run_id, run_name = current_flow_run()
     logger = get_run_logger()
     with environment_lock(environment, lock_timeout_s, run_id):
@@ -211,6 +251,13 @@ def release(
         )
         phases: list[PhaseTiming] = []
         switched = False
+        frozen_at: float | None = None
+        runtime = HAProxyRuntime(ctx.target.proxy_admin)
+        backend = backend_name(ctx.service.name, environment)
+        freeze_map = ctx.target.freeze_map or ""
+
+        def thaw() -> None:
+            runtime.thaw_writes(freeze_map, backend)
 
         def step(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
             nonlocal record
@@ -241,8 +288,27 @@ def release(
                 record = ctx.ledger.write(
                     record.with_changes(digest=pushed.digest, image=pushed.reference)
                 )
+                spec = ctx.service
+                if db is not None and migrate_from is not None:
+                    cut = step(
+                        "migrate",
+                        cutover_migration,
+                        migrate_from,
+                        db,
+                        lambda: runtime.freeze_writes(freeze_map, backend),
+                        thaw,
+                    )
+                    frozen_at = cut.frozen_at
+                    spec = ctx.service.model_copy(
+                        update={
+                            "secret_env": {
+                                **ctx.service.secret_env,
+                                "DATABASE_URL": SecretStr(db.dsn_for_service()),
+                            }
+                        }
+                    )
                 deployment = step(
-                    "deploy", deploy, ctx.target, ctx.service, version, pushed, run_id, ctx.registry
+                    "deploy", deploy, ctx.target, spec, version, pushed, run_id, ctx.registry
                 )
                 switched = True
                 step(
@@ -268,7 +334,15 @@ def release(
                 raise ReleaseRolledBack(
                     "the release transaction was rolled back after a failed attempt"
                 )
+            if frozen_at is not None:
+                thaw()
+                record = ctx.ledger.write(
+                    record.with_changes(write_freeze_s=round(time.monotonic() - frozen_at, 3))
+                )
+                logger.info("writes thawed after a %.2f s freeze", record.write_freeze_s)
         except Exception as exc:
+            if frozen_at is not None:
+                thaw()  # the old version takes writes again, on its own database
             failed = (
                 getattr(exc, "step", None)
                 if isinstance(exc, ShipyardError)

@@ -523,9 +523,9 @@ def pg_checksum(dsn: str, password: str, t: PlanTable, schema: str = STAGE) -> t
 
 
 def _differing_keys(
-    path: Path, dsn: str, password: str, t: PlanTable, schema: str
+    path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None = 10
 ) -> tuple[int, ...]:
-    """A sample of primary keys whose rows differ, found by comparing per-row hashes."""
+    """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes."""
     ident = next((c for c in t.columns if c.identity), None)
     if ident is None:
         return ()
@@ -546,7 +546,7 @@ def _differing_keys(
     with pg_connect(dsn, password) as pg:
         dst = {int(r[0]): int(r[1]) for r in pg.execute(one)}
     keys = sorted(k for k in src.keys() | dst.keys() if src.get(k) != dst.get(k))
-    return tuple(keys[:10])
+    return tuple(keys if limit is None else keys[:limit])
 
 
 def _view_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[str, ...]]:
@@ -695,3 +695,53 @@ def refresh_identities(path: Path, dsn: str, password: str, plan: Plan) -> list[
 
 def now() -> float:
     return time.perf_counter()
+
+
+def catch_up(path: Path, dsn: str, password: str, plan: Plan) -> dict[str, int]:
+    """Bring the staging copy to the source's final state (taken while writes are frozen).
+
+    Tables whose checksums already agree are skipped. Otherwise rows are
+    replaced by primary key where the table has a rowid key (inserts, updates
+    and deletes alike), or the table is reloaded; one transaction with foreign
+    keys deferred, so staging is never half caught up. Returns rows replaced.
+    """
+    changed: dict[str, int] = {}
+    with pg_connect(dsn, password) as pg:
+        try:
+            with pg.transaction():
+                pg.execute("SET CONSTRAINTS ALL DEFERRED")
+                for t in plan.tables:
+                    if source_checksum(path, t) == pg_checksum(dsn, password, t):
+                        continue
+                    qt = f"{STAGE}.{quote_ident(t.name)}"
+                    ident = next((c for c in t.columns if c.identity), None)
+                    if ident is not None:
+                        keys = list(_differing_keys(path, dsn, password, t, STAGE, limit=None))
+                        pg.execute(
+                            f"DELETE FROM {qt} WHERE {quote_ident(ident.name)} = ANY(%s)",
+                            (keys,),
+                        )
+                        wheres = [
+                            " WHERE rowid IN (" + ",".join(map(str, keys[i : i + 5000])) + ")"
+                            for i in range(0, len(keys), 5000)
+                        ]
+                    else:
+                        pg.execute(f"DELETE FROM {qt}")
+                        wheres = [""]
+                    rows = 0
+                    src = open_readonly(path)
+                    src.text_factory = bytes
+                    try:
+                        with pg.cursor().copy(copy_into(t, STAGE)) as cp:
+                            for where in wheres:
+                                cur = src.execute(copy_select(t) + where)
+                                while batch := cur.fetchmany(5000):
+                                    cp.write(b"\n".join([r[0] for r in batch]) + b"\n")
+                                    rows += len(batch)
+                    finally:
+                        src.close()
+                    changed[t.name] = rows
+        except psycopg.Error as exc:
+            raise _pg_error(exc, password, "the catch-up copy failed") from exc
+    refresh_identities(path, dsn, password, plan)
+    return changed

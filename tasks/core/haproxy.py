@@ -101,7 +101,23 @@ class Route:
     bind: str
 
 
-def render_config(routes: list[Route], admin_bind: str, pidfile: str | None = None) -> str:
+def freeze_rule(backend: str, freeze_map: str) -> str:
+    """Refuse writes with 503 + Retry-After while the backend's key is in the freeze map.
+
+    A migration's cutover adds the key through the Runtime API (`add map`),
+    so no reload is needed; reads keep flowing, and a refused write was never
+    acknowledged, so the client's retry lands on the new version.
+    """
+    return (
+        "    http-request return status 503 content-type text/plain"
+        ' string "writes are frozen for a release; retry" hdr Retry-After 1'
+        f" if !METH_GET !METH_HEAD !METH_OPTIONS {{ str({backend}),map({freeze_map}) -m found }}"
+    )
+
+
+def render_config(
+    routes: list[Route], admin_bind: str, pidfile: str | None = None, freeze_map: str | None = None
+) -> str:
     """A complete haproxy.cfg for the given routes (what Shipyard's local stack runs).
 
     In production users keep their own config and add the backend block shown
@@ -139,6 +155,8 @@ def render_config(routes: list[Route], admin_bind: str, pidfile: str | None = No
             "    balance roundrobin",
             "    http-reuse safe",
         ]
+        if freeze_map:
+            lines.append(freeze_rule(be, freeze_map))
         for slot in SLOTS:
             lines.append(f"    server {slot} 127.0.0.1:9 disabled")
         lines.append("")

@@ -120,6 +120,7 @@ class ReleaseRecord(Frozen):
     reason: str | None = None
     rolled_back_to: str | None = None
     marked_bad: bool = False
+    write_freeze_s: float | None = None  # a database cutover refused writes this long
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

@@ -69,3 +69,19 @@ class HAProxyRuntime:
         if active is None or active.slot != slot or active.port != port:
             raise ProxyError(f"after switching {backend} to {slot} HAProxy reports {active}")
         return active
+
+    def freeze_writes(self, freeze_map: str, backend: str) -> None:
+        self.command(f"del map {freeze_map} {backend}")  # idempotent: never two entries
+        self.apply([f"add map {freeze_map} {backend} 1"])
+        if not self.writes_frozen(freeze_map, backend):
+            raise ProxyError(
+                f"HAProxy did not record the write freeze of {backend} in {freeze_map}"
+            )
+
+    def thaw_writes(self, freeze_map: str, backend: str) -> None:
+        """Idempotent and used from failure paths: a missing key is not an error."""
+        self.command(f"del map {freeze_map} {backend}")
+
+    def writes_frozen(self, freeze_map: str, backend: str) -> bool:
+        out = self.command(f"show map {freeze_map}")
+        return any(line.split()[1:2] == [backend] for line in out.splitlines())

@@ -52,6 +52,7 @@ def save_target(
         proxy_admin=proxy.admin,
         public_url=proxy.urls[environment],
         state_dir=str(state_dir),
+        freeze_map=proxy.freeze_map or None,
         **fields,
     ).save(block_name, overwrite=True)
 

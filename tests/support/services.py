@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ipaddress
 import os
 import secrets
 import shutil
@@ -135,6 +136,7 @@ class Proxy:
     admin: str
     urls: dict[str, str]
     proc: subprocess.Popen[Any]
+    freeze_map: str = ""
 
 
 def start_haproxy(root: Path, service: str, environments: list[str]) -> Proxy:
@@ -143,8 +145,12 @@ def start_haproxy(root: Path, service: str, environments: list[str]) -> Proxy:
     root.mkdir(parents=True, exist_ok=True)
     admin = f"127.0.0.1:{free_port()}"
     ports = {env: free_port() for env in environments}
+    freeze_map = root / "freeze.map"
+    freeze_map.write_text("")
     cfg = render_config(
-        [Route(service, env, f"127.0.0.1:{ports[env]}") for env in environments], admin
+        [Route(service, env, f"127.0.0.1:{ports[env]}") for env in environments],
+        admin,
+        freeze_map=str(freeze_map),
     )
     (root / "haproxy.cfg").write_text(cfg)
     proc = subprocess.Popen(
@@ -160,7 +166,10 @@ def start_haproxy(root: Path, service: str, environments: list[str]) -> Proxy:
 
     wait_for(accepting, 20, "haproxy")
     return Proxy(
-        admin=admin, urls={e: f"http://127.0.0.1:{p}" for e, p in ports.items()}, proc=proc
+        admin=admin,
+        urls={e: f"http://127.0.0.1:{p}" for e, p in ports.items()},
+        proc=proc,
+        freeze_map=str(freeze_map),
     )
 
 
@@ -219,7 +228,7 @@ class Postgres:
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def start_postgres(root: Path) -> Postgres:
+def start_postgres(root: Path, also_listen: str | None = None) -> Postgres:
     """A throwaway PostgreSQL 15 on 127.0.0.1 (initdb refuses root: run as `postgres` then)."""
     root.mkdir(parents=True, exist_ok=True)
     as_user: list[str] = []
@@ -246,6 +255,12 @@ def start_postgres(root: Path) -> Postgres:
         capture_output=True,
     )
     port = free_port()
+    if also_listen:  # e.g. the Docker bridge gateway, so containers reach it (never 0.0.0.0)
+        with open(data / "pg_hba.conf", "a") as hba:
+            net = ipaddress.ip_network(f"{also_listen}/16", strict=False)
+            hba.write(f"host all all {net} trust\n")
+        with open(data / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1,{also_listen}'\n")
     proc = _launch_postgres(root, port, as_user)
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     _wait_postgres(dsn)
@@ -261,10 +276,10 @@ def _launch_postgres(root: Path, port: int, as_user: list[str]) -> subprocess.Po
             str(root / "data"),
             "-k",
             str(root),
-            "-h",
-            "127.0.0.1",
             "-p",
             str(port),
+            "-c",
+            f"listen_addresses={_listen(root)}",
             "-c",
             "fsync=off",
             "-c",
@@ -275,6 +290,14 @@ def _launch_postgres(root: Path, port: int, as_user: list[str]) -> subprocess.Po
         stdout=open(root / "postgres.log", "a"),
         stderr=subprocess.STDOUT,
     )
+
+
+def _listen(root: Path) -> str:
+    conf = (root / "data" / "postgresql.auto.conf").read_text()
+    for line in conf.splitlines():
+        if line.startswith("listen_addresses"):
+            return line.split("'")[1]
+    return "127.0.0.1"
 
 
 def _wait_postgres(dsn: str) -> None:
