@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,12 @@ def load_staging(
     path = Path(snapshot)
     m.prepare_stage(dsn, password, plan, database.target_schema)
     progress = m.Progress(total=plan.total_rows)
-    copies = [
-        (lambda t=t, r=r: m.copy_chunk(path, dsn, password, t, r, progress))
+    copies: list[Callable[[], Any]] = [
+        partial(m.copy_chunk, path, dsn, password, t, r, progress)
         for t in sorted(plan.tables, key=lambda t: -t.rows)
         for r in m._chunks(path, t)
     ]
-    sums = [(lambda t=t: m.source_checksum(path, t)) for t in plan.tables]
+    sums = m.start_source_checksums(path, plan, workers)
     artifact = create_progress_artifact(
         progress=0.0, key="migration-progress", description="rows copied into staging"
     )
@@ -138,9 +139,13 @@ def load_staging(
         if console_progress is not None:
             console_progress(progress.done, progress.total)
 
-    results = run_with_progress([*copies, *sums], workers, tick)
+    try:
+        run_with_progress(copies, workers, tick)
+    except Exception:
+        sums(cancel=True)
+        raise
     tick()
-    return {t.name: results[len(copies) + i] for i, t in enumerate(plan.tables)}
+    return sums()
 
 
 @task(name="build-keys", cache_policy=NO_CACHE)

@@ -12,13 +12,14 @@ is from the snapshot, by as many connections as there are cores.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from tasks.core.migration import (
 )
 from tasks.core.redact import redact
 from tasks.core.sqlmap import ColumnStats, quote_ident
-from tasks.sqlite_scan import open_readonly, scan_table
+from tasks.sqlite_scan import Raw, merge_raw, open_readonly, scan_table_raw, stats_of
 
 STAGE = "shipyard_stage"
 PREVIOUS = "shipyard_previous"
@@ -207,93 +208,133 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
     return SourceSchema(tables=tuple(tables), views=views, triggers=triggers)
 
 
+def _source_ranges(conn: sqlite3.Connection, t: SourceTable) -> list[str]:
+    """WHERE clauses cutting a big rowid table into ranges of about CHUNK_ROWS rows."""
+    if t.without_rowid or t.rows <= CHUNK_ROWS:
+        return [""]
+    lo, hi = conn.execute(f"SELECT min(rowid), max(rowid) FROM {quote_ident(t.name)}").fetchone()
+    step = -(-(hi - lo + 1) // -(-t.rows // CHUNK_ROWS))
+    return [
+        f" WHERE rowid BETWEEN {a} AND {min(a + step - 1, hi)}" for a in range(lo, hi + 1, step)
+    ]
+
+
 def scan(
     path: Path, schema: SourceSchema, workers: int
 ) -> tuple[dict[tuple[str, str], ColumnStats], tuple[Refusal, ...]]:
-    """Storage classes and refused data for every column, tables in parallel."""
+    """Storage classes and refused data for every column: tables and rowid ranges in parallel
+    (SQLite releases the GIL while it aggregates), then samples of offending rowids."""
+    conn = open_readonly(path)
+    try:
+        parts = [(t, where) for t in schema.tables for where in _source_ranges(conn, t)]
+    finally:
+        conn.close()
 
-    def one(t: SourceTable) -> tuple[dict[tuple[str, str], ColumnStats], list[Refusal]]:
-        conn = open_readonly(path)
+    def aggregate(t: SourceTable, where: str) -> list[Raw]:
+        c = open_readonly(path)
         try:
-            stats = scan_table(
-                conn, t.name, [c.name for c in t.columns], [c.declared for c in t.columns]
+            return scan_table_raw(
+                c, t.name, [x.name for x in t.columns], [x.declared for x in t.columns], where
             )
-            refusals = []
-            qt = quote_ident(t.name)
-            rowid = "rowid" if not t.without_rowid else "NULL"
-            for c in t.columns:
-                st = stats[c.name]
-                qc = quote_ident(c.name)
-                if st.text_with_nul:
-                    ids = conn.execute(
-                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = 'text'"
-                        f" AND instr(CAST({qc} AS BLOB), x'00') > 0 LIMIT 5"
-                    ).fetchall()
-                    refusals.append(
-                        Refusal(
-                            table=t.name,
-                            column=c.name,
-                            code="nul-in-text",
-                            count=st.text_with_nul,
-                            rowids=tuple(i[0] for i in ids if i[0] is not None),
-                        )
-                    )
-                classes = [k for k in ("integer", "real", "text", "blob") if getattr(st, k)]
-                if len(classes) > 1:
-                    minority = min(classes, key=lambda k: getattr(st, k))
-                    ids = conn.execute(
-                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = ? LIMIT 5", (minority,)
-                    ).fetchall()
-                    refusals.append(
-                        Refusal(
-                            table=t.name,
-                            column=c.name,
-                            code="mixed-storage",
-                            count=getattr(st, minority),
-                            rowids=tuple(i[0] for i in ids if i[0] is not None),
-                        )
-                    )
-                    if set(classes) == {"integer", "real"}:
-                        refusals.append(
-                            Refusal(
-                                table=t.name,
-                                column=c.name,
-                                code="int-overflow",
-                                count=st.real,
-                                rowids=tuple(
-                                    i[0]
-                                    for i in conn.execute(
-                                        f"SELECT {rowid} FROM {qt} WHERE typeof({qc}) = 'real' LIMIT 5"
-                                    )
-                                    if i[0] is not None
-                                ),
-                            )
-                        )
-            for fk in t.fks:
-                bad = [
-                    r[1] for r in conn.execute(f"PRAGMA foreign_key_check({qt})") if r[3] == fk.id
-                ]
-                if bad:
-                    refusals.append(
-                        Refusal(
-                            table=t.name,
-                            column=None,
-                            code=f"fk-orphans-{fk.id}",
-                            count=len(bad),
-                            rowids=tuple(x for x in bad[:5] if x is not None),
-                        )
-                    )
-            return {(t.name, k): v for k, v in stats.items()}, refusals
         finally:
-            conn.close()
+            c.close()
 
-    stats: dict[tuple[str, str], ColumnStats] = {}
-    refusals: list[Refusal] = []
+    def orphans(t: SourceTable) -> list[Refusal]:
+        if not t.fks:
+            return []
+        c = open_readonly(path)
+        try:
+            found: dict[int, list[int]] = {}
+            for r in c.execute(f"PRAGMA foreign_key_check({quote_ident(t.name)})"):
+                found.setdefault(r[3], []).append(r[1])
+        finally:
+            c.close()
+        return [
+            Refusal(
+                table=t.name,
+                column=None,
+                code=f"fk-orphans-{fk_id}",
+                count=len(ids),
+                rowids=tuple(x for x in ids[:5] if x is not None),
+            )
+            for fk_id, ids in sorted(found.items())
+        ]
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for st, rf in pool.map(one, schema.tables):
-            stats.update(st)
-            refusals += rf
+        raw_futures = [pool.submit(aggregate, t, w) for t, w in parts]
+        orphan_futures = [pool.submit(orphans, t) for t in schema.tables]
+        merged: dict[str, list[Raw]] = {}
+        for (t, _w), fut in zip(parts, raw_futures, strict=True):
+            raws = fut.result()
+            prev = merged.get(t.name)
+            merged[t.name] = (
+                raws if prev is None else [merge_raw(a, b) for a, b in zip(prev, raws, strict=True)]
+            )
+        refusals: list[Refusal] = [r for f in orphan_futures for r in f.result()]
+    stats = {
+        (t.name, c.name): stats_of(raw)
+        for t in schema.tables
+        for c, raw in zip(t.columns, merged.get(t.name, []), strict=True)
+    }
+    conn = open_readonly(path)
+    try:
+        for t in schema.tables:
+            refusals += _refused_rows(conn, t, stats)
+    finally:
+        conn.close()
     return stats, tuple(refusals)
+
+
+def _refused_rows(
+    conn: sqlite3.Connection, t: SourceTable, stats: dict[tuple[str, str], ColumnStats]
+) -> list[Refusal]:
+    """Samples of the rows behind each refusal; only queried where the scan counted some."""
+    qt = quote_ident(t.name)
+    rowid = "rowid" if not t.without_rowid else "NULL"
+
+    def sample(cond: str) -> tuple[int, ...]:
+        rows = conn.execute(f"SELECT {rowid} FROM {qt} WHERE {cond} LIMIT 5").fetchall()
+        return tuple(r[0] for r in rows if r[0] is not None)
+
+    out = []
+    for c in t.columns:
+        st = stats[(t.name, c.name)]
+        qc = quote_ident(c.name)
+        if st.text_with_nul:
+            out.append(
+                Refusal(
+                    table=t.name,
+                    column=c.name,
+                    code="nul-in-text",
+                    count=st.text_with_nul,
+                    rowids=sample(
+                        f"typeof({qc}) = 'text' AND instr(CAST({qc} AS BLOB), x'00') > 0"
+                    ),
+                )
+            )
+        classes = [k for k in ("integer", "real", "text", "blob") if getattr(st, k)]
+        if len(classes) > 1:
+            minority = min(classes, key=lambda k: getattr(st, k))
+            out.append(
+                Refusal(
+                    table=t.name,
+                    column=c.name,
+                    code="mixed-storage",
+                    count=getattr(st, minority),
+                    rowids=sample(f"typeof({qc}) = '{minority}'"),
+                )
+            )
+            if set(classes) == {"integer", "real"}:
+                out.append(
+                    Refusal(
+                        table=t.name,
+                        column=c.name,
+                        code="int-overflow",
+                        count=st.real,
+                        rowids=sample(f"typeof({qc}) = 'real'"),
+                    )
+                )
+    return out
 
 
 def make_plan(path: Path, options: MigrationOptions, workers: int) -> Plan:
@@ -456,6 +497,37 @@ def source_checksum(
     return count, total
 
 
+def start_source_checksums(
+    path: Path, plan: Plan, processes: int
+) -> Callable[..., dict[str, tuple[int, int]]]:
+    """Source checksums in worker processes, started now, collected by the returned call.
+
+    Hashing is pure Python and would hold the GIL the copy threads need; in
+    processes it runs beside the copy on its own core share. Forked workers
+    only touch sqlite3 and hashlib.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=processes, mp_context=multiprocessing.get_context("fork")
+    )
+    futures = [
+        (t.name, pool.submit(source_checksum, path, t, rng))
+        for t in sorted(plan.tables, key=lambda t: -t.rows)
+        for rng in _chunks(path, t)
+    ]
+
+    def collect(cancel: bool = False) -> dict[str, tuple[int, int]]:
+        try:
+            out: dict[str, tuple[int, int]] = {t.name: (0, 0) for t in plan.tables}
+            for name, fut in [] if cancel else futures:
+                count, total = fut.result()
+                out[name] = (out[name][0] + count, out[name][1] + total)
+            return out
+        finally:
+            pool.shutdown(wait=cancel, cancel_futures=True)
+
+    return collect
+
+
 def _run_parallel(jobs: Sequence[Callable[[], Any]], workers: int) -> list[Any]:
     """Run jobs on `workers` threads; the first failure cancels what has not started."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -561,14 +633,34 @@ def validate(
     workers: int,
     source_sums: dict[str, tuple[int, int]] | None = None,
 ) -> Validation:
-    """Counts and content checksums per table on both sides, then views on both sides."""
-    jobs: list[Callable[[], Any]] = [lambda t=t: pg_checksum(dsn, password, t) for t in plan.tables]  # type: ignore[misc]
+    """Counts and content checksums per table on both sides, and views on both sides,
+    all at once: PostgreSQL and SQLite do the work, the threads mostly wait."""
+
+    def sqlite_view(name: str) -> list[tuple[str, ...]]:
+        conn = open_readonly(path)
+        try:
+            return _view_rows(conn.execute(f"SELECT * FROM {quote_ident(name)}").fetchall())
+        finally:
+            conn.close()
+
+    def pg_view(name: str) -> list[tuple[str, ...]]:
+        with pg_connect(dsn, password) as pg:
+            return _view_rows(pg.execute(f"SELECT * FROM {STAGE}.{quote_ident(name)}").fetchall())
+
+    def bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        return lambda: fn(*args)
+
+    n, k = len(plan.tables), len(plan.views)
+    jobs = [bind(sqlite_view, v.name) for v in plan.views]
+    jobs += [bind(pg_view, v.name) for v in plan.views]
+    jobs += [bind(pg_checksum, dsn, password, t) for t in plan.tables]
     if source_sums is None:
-        jobs += [lambda t=t: source_checksum(path, t) for t in plan.tables]  # type: ignore[misc]
-    results = _run_parallel(jobs, workers)
-    n = len(plan.tables)
-    target = dict(zip((t.name for t in plan.tables), results[:n], strict=True))
-    source = source_sums or dict(zip((t.name for t in plan.tables), results[n:], strict=True))
+        jobs += [bind(source_checksum, path, t) for t in plan.tables]
+    results = _run_parallel(jobs, workers + 1)
+    target = dict(zip((t.name for t in plan.tables), results[2 * k : 2 * k + n], strict=True))
+    source = source_sums or dict(
+        zip((t.name for t in plan.tables), results[2 * k + n :], strict=True)
+    )
     reports = []
     for t in plan.tables:
         (sc, ss), (tc, ts) = source[t.name], target[t.name]
@@ -585,20 +677,10 @@ def validate(
                 differing_keys=keys,
             )
         )
-    views = []
-    conn = open_readonly(path)
-    try:
-        with pg_connect(dsn, password) as pg:
-            for v in plan.views:
-                a = _view_rows(conn.execute(f"SELECT * FROM {quote_ident(v.name)}").fetchall())
-                b = _view_rows(
-                    pg.execute(f"SELECT * FROM {STAGE}.{quote_ident(v.name)}").fetchall()
-                )
-                views.append(
-                    ViewReport(name=v.name, rows_source=len(a), rows_target=len(b), ok=a == b)
-                )
-    finally:
-        conn.close()
+    views = [
+        ViewReport(name=v.name, rows_source=len(a), rows_target=len(b), ok=a == b)
+        for v, a, b in zip(plan.views, results[:k], results[k : 2 * k], strict=True)
+    ]
     not_valid = tuple(fk.name for t in plan.tables for fk in t.fks if fk.not_valid)
     return Validation(tables=tuple(reports), views=tuple(views), fk_not_valid=not_valid)
 

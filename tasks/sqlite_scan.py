@@ -90,16 +90,45 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
     )
 
 
+Raw = tuple[int | None, ...]
+
+
+def scan_table_raw(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    declared: list[str] | None = None,
+    where: str = "",
+) -> list[Raw]:
+    """Per column, the raw aggregates of the rows matching `where` (mergeable across ranges)."""
+    types = declared or ["BOOL JSON DATETIME"] * len(columns)
+    select = ",".join(_aggregates(quote_ident(c), d) for c, d in zip(columns, types, strict=True))
+    row = conn.execute(f"SELECT {select} FROM {quote_ident(table)}{where}").fetchone()
+    return [tuple(row[i * _AGGREGATES : (i + 1) * _AGGREGATES]) for i in range(len(columns))]
+
+
+def merge_raw(a: Raw, b: Raw) -> Raw:
+    """Counts add up; the integer min and max are the min and max of the parts."""
+    out: list[int | None] = [(x or 0) + (y or 0) for x, y in zip(a, b, strict=True)]
+    lows = [v for v in (a[5], b[5]) if v is not None]
+    highs = [v for v in (a[6], b[6]) if v is not None]
+    out[5] = min(lows) if lows else None
+    out[6] = max(highs) if highs else None
+    return tuple(out)
+
+
+def stats_of(raw: Raw) -> ColumnStats:
+    return _stats(raw)
+
+
 def scan_table(
     conn: sqlite3.Connection, table: str, columns: list[str], declared: list[str] | None = None
 ) -> dict[str, ColumnStats]:
     """All columns of a table in one pass over its rows."""
     if not columns:
         return {}
-    types = declared or ["BOOL JSON DATETIME"] * len(columns)
-    select = ",".join(_aggregates(quote_ident(c), d) for c, d in zip(columns, types, strict=True))
-    row = conn.execute(f"SELECT {select} FROM {quote_ident(table)}").fetchone()
-    return {c: _stats(row[i * _AGGREGATES : (i + 1) * _AGGREGATES]) for i, c in enumerate(columns)}
+    raws = scan_table_raw(conn, table, columns, declared)
+    return {c: _stats(r) for c, r in zip(columns, raws, strict=True)}
 
 
 def scan_column(

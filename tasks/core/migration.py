@@ -657,39 +657,49 @@ _FINISH: dict[str, Callable[[Any], str]] = {
 }
 
 
+def _plain(v: Any) -> str:
+    return v if isinstance(v, str) else str(v)
+
+
+_FAST: dict[str, Callable[[Any], str]] = {
+    "bigint": str,
+    "boolean": lambda v: "t" if v else "f",
+    "bytea": lambda v: bytes(v).hex(),
+    "text": _plain,
+    "citext": _plain,
+}
+
+
 def source_row_hasher(t: PlanTable) -> tuple[str, Callable[..., int]]:
     """(SQLite select list, function(*values) -> signed 64-bit hash of the row's canonical text).
 
-    Runs of plain columns are turned into canonical text by SQLite itself (C
-    speed, one argument per run); Python only finishes doubles, JSON and
-    datetimes, whose canonical form SQLite cannot produce.
+    Raw values are fetched and made canonical in Python: building the text in
+    SQLite was measured slower (3.5 s against 0.6 s of fetching for 0.9 M rows).
+    Only a column under a policy keeps its SQLite expression, so the hash sees
+    exactly the value the policy produced.
     """
     select: list[str] = []
-    finishers: list[Callable[[Any], str] | None] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            select.append(" || ',' || ".join(run))
-            finishers.append(None)
-            run.clear()
-
+    convert: list[Callable[[Any], str]] = []
     for c in t.columns:
-        if c.canon_kind == "plain":
-            x = c.src_canon
-            run.append(
-                f"(CASE WHEN {c.src_value} IS NULL THEN '\\N' ELSE length({x}) || ':' || {x} END)"
-            )
-        else:
-            flush()
+        q = quote_ident(c.name)
+        if c.canon_kind != "plain":
             select.append(c.src_canon)
-            finishers.append(_FINISH[c.canon_kind])
-    flush()
+            convert.append(_FINISH[c.canon_kind])
+        elif (c.src_value == q and c.pg_type in _FAST and c.pg_type != "text") or (
+            c.src_value == q and c.src_canon == q
+        ):
+            select.append(q)
+            convert.append(_FAST[c.pg_type])
+        else:
+            select.append(f"CASE WHEN {c.src_value} IS NULL THEN NULL ELSE {c.src_canon} END")
+            convert.append(_plain)
 
     def row_hash(*values: Any) -> int:
         text = ",".join(
-            v if fin is None else ("\\N" if v is None else _piece(fin(v)))
-            for fin, v in zip(finishers, values, strict=True)
+            [
+                "\\N" if v is None else f"{len(x := conv(v))}:{x}"
+                for conv, v in zip(convert, values, strict=True)
+            ]
         )
         return int.from_bytes(
             hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
