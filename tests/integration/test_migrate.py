@@ -491,3 +491,47 @@ def test_the_dsn_password_never_leaks(tmp_path, postgres):
     assert any("cannot connect to PostgreSQL" in h for h in haystacks)
     leaks = [h[:200] for h in haystacks if secret in h]
     assert not leaks, f"the password leaked into: {leaks}"
+
+
+def test_command_line_json_and_exit_codes(tmp_path, target):
+    """`python -m flows.migrate` as a user runs it: one JSON object, exit 0 only if it passed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    db = build_rich(tmp_path / "rich.db")
+    before = sha(db)
+
+    def cli(*args: str) -> tuple[int, dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "flows.migrate", str(db), target, "--json", *args],
+            cwd=root,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return out.returncode, json.loads(out.stdout.strip().splitlines()[-1])
+
+    code, plan = cli("--dry-run")
+    assert code == 0 and plan["dry_run"] and plan["validation"] is None
+    assert plan["tables"] == {"members": 8, "order items": 3, "notes": 3}
+    code, report = cli()
+    assert code == 0 and report["passed"] and report["swapped"]
+    assert {t["name"] for t in report["validation"]["tables"]} == {
+        "members",
+        "order items",
+        "notes",
+    }
+    assert set(report["phases"]) == {"plan", "copy", "keys", "validate", "swap"}
+    assert sha(db) == before
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TRIGGER t AFTER INSERT ON notes BEGIN SELECT 1; END")
+    conn.commit()
+    conn.close()
+    code, failed = cli()
+    assert code == 1 and failed["passed"] is False and "t:trigger" in failed["error"]
+    code, accepted = cli("--accept", "t:trigger")
+    assert code == 0 and accepted["passed"]
