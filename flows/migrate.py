@@ -120,11 +120,6 @@ def load_staging(
     path = Path(snapshot)
     m.prepare_stage(dsn, password, plan, database.target_schema)
     progress = m.Progress(total=plan.total_rows)
-    copies: list[Callable[[], Any]] = [
-        partial(m.copy_chunk, path, dsn, password, t, r, progress)
-        for t in sorted(plan.tables, key=lambda t: -t.rows)
-        for r in m._chunks(path, t)
-    ]
     sums = m.start_source_checksums(path, plan, workers)
     artifact = create_progress_artifact(
         progress=0.0, key="migration-progress", description="rows copied into staging"
@@ -140,7 +135,9 @@ def load_staging(
             console_progress(progress.done, progress.total)
 
     try:
-        run_with_progress(copies, workers, tick)
+        m.copy_all(
+            path, dsn, password, plan, workers, progress, partial(run_with_progress, tick=tick)
+        )
     except Exception:
         sums(cancel=True)
         raise
@@ -247,15 +244,7 @@ def migrate(
             blocking=tuple(f.key for f in plan.blocking),
         )
         if plan.blocking:
-            raise MigrationError(
-                "the plan has blocking findings: "
-                + "; ".join(
-                    f"{f.key}: {f.message}"
-                    + (f" (rowids {', '.join(map(str, f.rowids))})" if f.rowids else "")
-                    for f in plan.blocking
-                ),
-                hint="fix the source, set a per-column policy, or accept the finding by its key",
-            )
+            raise m.blocking_error(plan)
         if dry_run:
             return MigrationReport(
                 **report,
@@ -426,22 +415,12 @@ def cutover_migration(
         snap = m.snapshot(Path(sqlite_path), work)
         plan = m.make_plan(snap, MigrationOptions(target_schema=database.target_schema), workers)
         if plan.blocking:
-            raise MigrationError(
-                "the plan has blocking findings: " + "; ".join(f.key for f in plan.blocking),
-                hint="run the migrate flow with dry_run to see and accept them",
-            )
+            raise m.blocking_error(plan)
         with m.migration_lock(dsn, password):
             try:
                 m.prepare_stage(dsn, password, plan, database.target_schema)
                 progress = m.Progress(total=plan.total_rows)
-                m._run_parallel(
-                    [
-                        (lambda t=t, r=r: m.copy_chunk(snap, dsn, password, t, r, progress))  # type: ignore[misc]
-                        for t in plan.tables
-                        for r in m._chunks(snap, t)
-                    ],
-                    workers,
-                )
+                m.copy_all(snap, dsn, password, plan, workers, progress)
                 m.build_keys(dsn, password, plan, workers)
                 bulk_s = time.perf_counter() - started
                 freeze()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
             for r in conn.execute(f"PRAGMA table_xinfo({qn})")
         )
         indexes = []
-        for _seq, iname, unique, origin, partial in conn.execute(f"PRAGMA index_list({qn})"):
+        for _seq, iname, unique, origin, is_partial in conn.execute(f"PRAGMA index_list({qn})"):
             icols = tuple(
                 r[2] for r in conn.execute(f"PRAGMA index_xinfo({quote_ident(iname)})") if r[5]
             )
@@ -162,7 +163,7 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
                     name=iname,
                     unique=bool(unique),
                     origin=origin,
-                    partial=bool(partial),
+                    partial=bool(is_partial),
                     sql=isql[0] if isql else None,
                     columns=icols,
                 )
@@ -209,17 +210,6 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
     return SourceSchema(tables=tuple(tables), views=views, triggers=triggers)
 
 
-def _source_ranges(conn: sqlite3.Connection, t: SourceTable) -> list[str]:
-    """WHERE clauses cutting a big rowid table into ranges of about CHUNK_ROWS rows."""
-    if t.without_rowid or t.rows <= CHUNK_ROWS:
-        return [""]
-    lo, hi = conn.execute(f"SELECT min(rowid), max(rowid) FROM {quote_ident(t.name)}").fetchone()
-    step = -(-(hi - lo + 1) // -(-t.rows // CHUNK_ROWS))
-    return [
-        f" WHERE rowid BETWEEN {a} AND {min(a + step - 1, hi)}" for a in range(lo, hi + 1, step)
-    ]
-
-
 def scan(
     path: Path, schema: SourceSchema, workers: int
 ) -> tuple[dict[tuple[str, str], ColumnStats], tuple[Refusal, ...]]:
@@ -227,7 +217,11 @@ def scan(
     (SQLite releases the GIL while it aggregates), then samples of offending rowids."""
     conn = open_readonly(path)
     try:
-        parts = [(t, where) for t in schema.tables for where in _source_ranges(conn, t)]
+        parts = [
+            (t, _where(rng))
+            for t in schema.tables
+            for rng in rowid_ranges(conn, t.name, t.rows, not t.without_rowid)
+        ]
     finally:
         conn.close()
 
@@ -391,19 +385,54 @@ def pg_connect(dsn: str, password: str, **kw: Any) -> Iterator[psycopg.Connectio
         conn.close()
 
 
-def _chunks(path: Path, t: PlanTable) -> list[tuple[int, int] | None]:
-    if not t.has_rowid or t.rows <= CHUNK_ROWS:
+def rowid_ranges(
+    conn: sqlite3.Connection, table: str, rows: int, has_rowid: bool
+) -> list[tuple[int, int] | None]:
+    """Rowid ranges of about CHUNK_ROWS rows, so big tables are read on several cores."""
+    if not has_rowid or rows <= CHUNK_ROWS:
         return [None]
+    lo, hi = conn.execute(f"SELECT min(rowid), max(rowid) FROM {quote_ident(table)}").fetchone()
+    step = -(-(hi - lo + 1) // -(-rows // CHUNK_ROWS))
+    return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+
+def _chunks(path: Path, t: PlanTable) -> list[tuple[int, int] | None]:
     conn = open_readonly(path)
     try:
-        lo, hi = conn.execute(
-            f"SELECT min(rowid), max(rowid) FROM {quote_ident(t.name)}"
-        ).fetchone()
+        return rowid_ranges(conn, t.name, t.rows, t.has_rowid)
     finally:
         conn.close()
-    n = -(-t.rows // CHUNK_ROWS)
-    step = -(-(hi - lo + 1) // n)
-    return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+
+def copy_all(
+    path: Path,
+    dsn: str,
+    password: str,
+    plan: Plan,
+    workers: int,
+    progress: Progress,
+    run: Callable[[list[Callable[[], Any]], int], Any] | None = None,
+) -> None:
+    """Every table's rows into staging, biggest first, one job per rowid range."""
+    jobs: list[Callable[[], Any]] = [
+        partial(copy_chunk, path, dsn, password, t, rng, progress)
+        for t in sorted(plan.tables, key=lambda t: -t.rows)
+        for rng in _chunks(path, t)
+    ]
+    (run or _run_parallel)(jobs, workers)
+
+
+def blocking_error(plan: Plan) -> MigrationError:
+    """Errors nobody accepted stop the migration before any write, naming keys and rows."""
+    return MigrationError(
+        "the plan has blocking findings: "
+        + "; ".join(
+            f"{f.key}: {f.message}"
+            + (f" (rowids {', '.join(map(str, f.rowids))})" if f.rowids else "")
+            for f in plan.blocking
+        ),
+        hint="fix the source, set a per-column policy, or accept the finding by its key",
+    )
 
 
 def _where(rng: tuple[int, int] | None) -> str:

@@ -54,7 +54,9 @@ def docker_client() -> Iterator[Any]:
     base = os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm")
     client.images.get(base)  # made by `stack.sh up`; a clear ImageNotFound otherwise
     yield client
-    for c in client.containers.list(all=True, filters={"label": f"io.shipyard.service={SERVICE}"}):
+    for c in client.containers.list(
+        all=True, filters={"label": f"io.shipyard.service={SERVICE}"}, ignore_removed=True
+    ):
         c.remove(force=True)
 
 

@@ -93,8 +93,10 @@ def test_sigkill_during_deploy_then_recover_restores_previous(stack, docker_clie
         rec = wait_in_progress(stack, "v9", step="deploy")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = docker_client.containers.list(
-                all=True, filters={"label": f"io.shipyard.release={rec.release_id}"}
+            found = docker_client.containers.list(  # a container may go while we look
+                all=True,
+                filters={"label": f"io.shipyard.release={rec.release_id}"},
+                ignore_removed=True,
             )
             if found:
                 break

@@ -110,7 +110,7 @@ def test_cancel_during_deploy_leaves_previous_serving(stack, worker, docker_clie
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if docker_client.containers.list(
-                all=True, filters={"label": f"io.shipyard.release={run_id}"}
+                all=True, filters={"label": f"io.shipyard.release={run_id}"}, ignore_removed=True
             ):
                 break
             time.sleep(0.2)
