@@ -106,7 +106,12 @@ def target(postgres: services.Postgres) -> str:
 
 
 def run(db: Path, dsn: str, **kw: Any) -> Any:
-    return migrate(str(db), PostgresDatabase(dsn=SecretStr(dsn)), **kw)
+    """The flow, and in every test, whatever it does: the source file is left byte for byte."""
+    before = sha(db) if db.is_file() else None
+    try:
+        return migrate(str(db), PostgresDatabase(dsn=SecretStr(dsn)), **kw)
+    finally:
+        assert (sha(db) if db.is_file() else None) == before, f"{db} was modified"
 
 
 def fingerprint(dsn: str) -> list[tuple[Any, ...]]:
