@@ -24,6 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import starmap
 from pathlib import Path
 from typing import Any
 
@@ -516,7 +517,7 @@ def source_checksum(
     try:
         rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{_where(rng)}")
         while batch := rows.fetchmany(5000):
-            total += sum(row_hash(*r) for r in batch)
+            total += sum(starmap(row_hash, batch))
             count += len(batch)
     except sqlite3.OperationalError as exc:
         if "decode" in str(exc):

@@ -694,18 +694,36 @@ def source_row_hasher(t: PlanTable) -> tuple[str, Callable[..., int]]:
             select.append(f"CASE WHEN {c.src_value} IS NULL THEN NULL ELSE {c.src_canon} END")
             convert.append(_plain)
 
-    def row_hash(*values: Any) -> int:
-        text = ",".join(
-            [
-                "\\N" if v is None else f"{len(x := conv(v))}:{x}"
-                for conv, v in zip(convert, values, strict=True)
-            ]
-        )
-        return int.from_bytes(
-            hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
-        )
+    return ", ".join(select), _compile_row_hash(convert)
 
-    return ", ".join(select), row_hash
+
+def _compile_row_hash(convert: list[Callable[[Any], str]]) -> Callable[..., int]:
+    """A row hasher written out for this table's columns: no per-value loop or call.
+
+    The generated code is built only from column positions, never from names
+    or values; it runs about twice as fast as the generic loop (the source
+    checksum is the migration's largest CPU cost).
+    """
+    names = [f"v{i}" for i in range(len(convert))]
+    body = [f"def row_hash({', '.join(names)}):"]
+    for i, conv in enumerate(convert):
+        if conv is _plain:
+            value = f"v{i} if v{i}.__class__ is str else str(v{i})"
+        elif conv is str:
+            value = f"str(v{i})"
+        else:
+            value = f"c{i}(v{i})"
+        body.append(f"    if v{i} is None: p{i} = '\\\\N'")
+        body.append(f"    else: s = {value}; p{i} = f'{{len(s)}}:{{s}}'")
+    joined = ",".join(f"{{p{i}}}" for i in range(len(convert)))
+    body.append(
+        f"    return from_bytes(md5(f'{joined}'.encode(), usedforsecurity=False).digest()[:8], 'big', signed=True)"
+    )
+    scope: dict[str, Any] = {"md5": hashlib.md5, "from_bytes": int.from_bytes}
+    scope.update({f"c{i}": conv for i, conv in enumerate(convert)})
+    exec("\n".join(body), scope)  # code from column positions only
+    fn: Callable[..., int] = scope["row_hash"]
+    return fn
 
 
 def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
