@@ -173,38 +173,29 @@ def physical(db: Path, dsn: str) -> float:
     return time.perf_counter() - started
 
 
+def _rss_mb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _tree_rss_mb(root: int) -> tuple[int, int]:
-    """(RSS of `root`, largest RSS among its descendants) in MB, read from /proc."""
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-
-    def rss(pid: int) -> int:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1]) // 1024
-        except OSError:
-            pass
-        return 0
-
-    todo, seen = list(kids.get(root, [])), []
-    while todo:
-        x = todo.pop()
-        seen.append(x)
-        todo += kids.get(x, [])
-    return rss(root), max([rss(x) for x in seen], default=0)
+    """(RSS of `root`, largest RSS among its children) in MB; cheap enough to sample often."""
+    try:
+        kids = [int(x) for x in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
+    except OSError:
+        kids = []
+    return _rss_mb(root), max([_rss_mb(k) for k in kids], default=0)
 
 
 def run_cli(db: Path, dsn: str, env: dict[str, str]) -> tuple[dict[str, Any], float, int, int]:
     """Shipyard as a user runs it: (report, wall seconds, peak RSS MB, peak worker RSS MB).
 
-    RSS is sampled from /proc ten times a second: the migrating process and,
+    RSS is sampled from /proc five times a second: the migrating process and,
     separately, its largest forked checksum worker (whose RSS counts pages it
     shares copy-on-write with the parent).
     """
@@ -221,7 +212,7 @@ def run_cli(db: Path, dsn: str, env: dict[str, str]) -> tuple[dict[str, Any], fl
     while proc.poll() is None:
         main, worker = _tree_rss_mb(proc.pid)
         peak, peak_worker = max(peak, main), max(peak_worker, worker)
-        time.sleep(0.1)
+        time.sleep(0.2)
     assert proc.stdout is not None
     wall = time.perf_counter() - started
     report = json.loads(proc.stdout.read().strip().splitlines()[-1])
