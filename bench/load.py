@@ -4,8 +4,14 @@
   wall), for Shipyard's generator, locust (FastHttpUser) and wrk, against /ok
 - p50 at low load against a 50 ms endpoint: Shipyard open model at 20 req/s vs wrk -c1
 - open model at 1.5x the server's capacity: p50/p99 vs a fluid queueing-model prediction
-  (arrivals λ = 1.5 μ for T seconds: a request arriving at t waits (λ/μ - 1)·t, so
-  latency(q) ≈ service + 0.5·q·T)
+  (arrivals λ for T seconds at a server completing μ per second: a request arriving at
+  t waits (λ/μ - 1)·t, so latency(q) ≈ service + (λ/μ - 1)·q·T). μ is the throughput
+  the server sustained during the overload run itself; the 3-s closed-loop probe that
+  sets λ = 1.5 x probe under-reads μ by up to 7 %, which alone moved p50 by 20 %
+  (that comparison is printed too, as *_vs_probe_model). Like wrk2 (-c N), the open
+  model runs over a fixed 32 connections and queues the rest client-side, timed from
+  each request's intended send time; with 400 connections the target itself slowed
+  as its sockets piled up, which is the server's behaviour, not a queueing model's.
 
 Usage: `uv run --group bench python bench/load.py` (needs wrk: `apt-get install wrk`).
 """
@@ -118,16 +124,15 @@ def main() -> int:
         service_ms = closed.histogram.percentile(50) / 1000 / 4  # 4 VUs queue behind each other
         T = DURATION
         over = asyncio.run(
-            run_load(base + "/cpu", duration_s=T, rate=1.5 * capacity, timeout_s=30, max_vus=400)
+            run_load(base + "/cpu", duration_s=T, rate=1.5 * capacity, timeout_s=30, max_vus=32)
         )
-        pred_p50 = service_ms + 0.5 * 0.5 * T * 1000
-        pred_p99 = service_ms + 0.5 * 0.99 * T * 1000
         p50, p99 = over.histogram.percentile(50) / 1000, over.histogram.percentile(99) / 1000
-        # the same model with the throughput the server actually sustained under overload
-        mu_over = over.requests / over.duration_s
+        mu_over = over.requests / over.duration_s  # what the server sustained
         growth = 1.5 * capacity / mu_over - 1
-        pred2_p50 = service_ms + growth * 0.5 * T * 1000
-        pred2_p99 = service_ms + growth * 0.99 * T * 1000
+        pred_p50 = service_ms + growth * 0.5 * T * 1000
+        pred_p99 = service_ms + growth * 0.99 * T * 1000
+        probe_p50 = service_ms + 0.5 * 0.5 * T * 1000  # if μ were exactly the probe's figure
+        probe_p99 = service_ms + 0.5 * 0.99 * T * 1000
         ours_per_core = ours.achieved_rps / max(ours.cpu_share, 1e-6)
         locust_per_core = loc["rps"] / max(loc["cpu_share"], 1e-6)
         print(
@@ -158,10 +163,8 @@ def main() -> int:
                     "overload_p99_vs_model": round(p99 / pred_p99, 3),
                     "overload_in_flight_at_end": over.in_flight_at_end,
                     "overload_sustained_rps": round(mu_over),
-                    "model_sustained_p50_ms": round(pred2_p50),
-                    "model_sustained_p99_ms": round(pred2_p99),
-                    "overload_p50_vs_sustained_model": round(p50 / pred2_p50, 3),
-                    "overload_p99_vs_sustained_model": round(p99 / pred2_p99, 3),
+                    "overload_p50_vs_probe_model": round(p50 / probe_p50, 3),
+                    "overload_p99_vs_probe_model": round(p99 / probe_p99, 3),
                     "generator_bound_at_max": ours.generator_bound,
                     "generator_lag_p99_ms": round(ours.lag_p99_ms, 2),
                     "cpus": os.cpu_count(),
