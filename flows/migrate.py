@@ -18,8 +18,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ console_progress: Callable[[int, int], None] | None = None
 
 class ValidationFailed(MigrationError):
     """Source and target differ; nothing was swapped into place."""
+
+
+def validation_failed(validation: m.Validation) -> ValidationFailed:
+    """One message for the migrate flow and the release cutover: what differs, and where."""
+    bad = [
+        f"{t.name} (differing keys: {', '.join(map(str, t.differing_keys))})"
+        if t.differing_keys
+        else t.name
+        for t in validation.tables
+        if not t.ok
+    ] + [f"view {v.name}" for v in validation.views if not v.ok]
+    return ValidationFailed(
+        f"validation failed for {', '.join(bad)}; the target is unchanged",
+        hint="see the migration-validation artifact",
+    )
 
 
 class MigrationReport(BaseModel):
@@ -228,12 +244,24 @@ def migrate(
     work = m.workdir()
     try:
 
-        def phase(name: str, t0: float) -> None:
+        @contextmanager
+        def phase(name: str) -> Iterator[None]:
+            t0 = time.perf_counter()
+            yield
             phases[name] = round(time.perf_counter() - t0, 3)
 
-        t0 = time.perf_counter()
-        snap, plan = plan_migration(sqlite_path, str(work), options, workers)
-        phase("plan", t0)
+        def finished(validation: m.Validation | None, swapped: bool) -> MigrationReport:
+            return MigrationReport(
+                **report,
+                seconds=round(time.perf_counter() - started, 3),
+                phases=phases,
+                validation=validation,
+                passed=True,
+                swapped=swapped,
+            )
+
+        with phase("plan"):
+            snap, plan = plan_migration(sqlite_path, str(work), options, workers)
         report: dict[str, Any] = dict(
             source=sqlite_path,
             target_schema=db.target_schema,
@@ -246,41 +274,20 @@ def migrate(
         if plan.blocking:
             raise m.blocking_error(plan)
         if dry_run:
-            return MigrationReport(
-                **report,
-                seconds=round(time.perf_counter() - started, 3),
-                phases=phases,
-                validation=None,
-                passed=True,
-                swapped=False,
-            )
+            return finished(None, swapped=False)
         dsn, password = db.get_client()
         with m.migration_lock(dsn, password):
             try:
-                t0 = time.perf_counter()
-                sums = load_staging(snap, db, plan, workers)
-                phase("copy", t0)
-                t0 = time.perf_counter()
-                build_keys(db, plan, workers)
-                phase("keys", t0)
-                t0 = time.perf_counter()
-                validation = validate_migration(snap, db, plan, workers, sums)
-                phase("validate", t0)
+                with phase("copy"):
+                    sums = load_staging(snap, db, plan, workers)
+                with phase("keys"):
+                    build_keys(db, plan, workers)
+                with phase("validate"):
+                    validation = validate_migration(snap, db, plan, workers, sums)
                 if not validation.passed:
-                    bad = [
-                        f"{t.name} (differing keys: {', '.join(map(str, t.differing_keys))})"
-                        if t.differing_keys
-                        else t.name
-                        for t in validation.tables
-                        if not t.ok
-                    ] + [f"view {v.name}" for v in validation.views if not v.ok]
-                    raise ValidationFailed(
-                        f"validation failed for {', '.join(bad)}; the target is unchanged",
-                        hint="see the migration-validation artifact",
-                    )
-                t0 = time.perf_counter()
-                swap_into_place(db, plan)
-                phase("swap", t0)
+                    raise validation_failed(validation)
+                with phase("swap"):
+                    swap_into_place(db, plan)
             except Exception:
                 m.drop_stage(dsn, password)
                 raise
@@ -290,14 +297,7 @@ def migrate(
             len(plan.tables),
             db.target_schema,
         )
-        return MigrationReport(
-            **report,
-            seconds=round(time.perf_counter() - started, 3),
-            phases=phases,
-            validation=validation,
-            passed=True,
-            swapped=True,
-        )
+        return finished(validation, swapped=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -433,10 +433,7 @@ def cutover_migration(
                 changed = m.catch_up(snap2, dsn, password, plan)
                 validation = m.validate(snap2, dsn, password, plan, workers)
                 if not validation.passed:
-                    raise ValidationFailed(
-                        "validation after the catch-up failed: "
-                        + ", ".join(t.name for t in validation.tables if not t.ok)
-                    )
+                    raise validation_failed(validation)
                 m.swap(dsn, password, plan, database.target_schema)
             except Exception:
                 thaw()
