@@ -19,9 +19,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from functools import partial
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +95,11 @@ def _options(accept: list[str], policies: dict[str, str], target_schema: str) ->
 
 @task(name="plan-migration", cache_policy=NO_CACHE)
 def plan_migration(
-    sqlite_path: str, work: str, options: MigrationOptions, workers: int
+    sqlite_path: str, work: str, options: MigrationOptions, pool: Executor
 ) -> tuple[str, Plan]:
     """Snapshot the source (read-only), introspect and scan it, decide everything."""
     snap = m.snapshot(Path(sqlite_path), Path(work))
-    plan = m.make_plan(snap, options, workers)
+    plan = m.make_plan(snap, options, pool)
     create_markdown_artifact(
         key="migration-plan",
         markdown=plan_markdown(plan, Path(sqlite_path).name),
@@ -129,14 +128,15 @@ def run_with_progress(
 
 @task(name="load-staging", cache_policy=NO_CACHE)
 def load_staging(
-    snapshot: str, database: PostgresDatabase, plan: Plan, workers: int
-) -> dict[str, tuple[int, int]]:
-    """Staging tables, then every table's rows by COPY while the source checksums are taken."""
+    snapshot: str, database: PostgresDatabase, plan: Plan, pool: Executor
+) -> Callable[..., m.SourceSide]:
+    """Staging tables, then every table's rows by COPY. The source side of the
+    validation (digests, view results) is queued behind the copy on the same
+    processes and runs on while keys are built; the returned call collects it."""
     dsn, password = database.get_client()
     path = Path(snapshot)
     m.prepare_stage(dsn, password, plan, database.target_schema)
     progress = m.Progress(total=plan.total_rows)
-    sums = m.start_source_checksums(path, plan, workers)
     artifact = create_progress_artifact(
         progress=0.0, key="migration-progress", description="rows copied into staging"
     )
@@ -150,15 +150,15 @@ def load_staging(
         if console_progress is not None:
             console_progress(progress.done, progress.total)
 
+    jobs = m.start_copy(path, dsn, password, plan, pool)
+    sums = m.start_source_side(path, plan, pool)  # queued behind the copy
     try:
-        m.copy_all(
-            path, dsn, password, plan, workers, progress, partial(run_with_progress, tick=tick)
-        )
+        m.finish_copy(jobs, progress, tick)
     except Exception:
         sums(cancel=True)
         raise
     tick()
-    return sums()
+    return sums
 
 
 @task(name="build-keys", cache_policy=NO_CACHE)
@@ -172,11 +172,11 @@ def validate_migration(
     snapshot: str,
     database: PostgresDatabase,
     plan: Plan,
-    workers: int,
-    source_sums: dict[str, tuple[int, int]] | None,
+    pool: Executor,
+    source: Callable[..., m.SourceSide] | None,
 ) -> m.Validation:
     dsn, password = database.get_client()
-    v = m.validate(Path(snapshot), dsn, password, plan, workers, source_sums)
+    v = m.validate(Path(snapshot), dsn, password, plan, pool, source)
     rows = [
         {
             "object": t.name,
@@ -242,7 +242,9 @@ def migrate(
         raise ConfigError("sqlite_path", f"{sqlite_path} does not exist or is not a file")
     workers = workers or m.cores()
     work = m.workdir()
-    try:
+    with ExitStack() as stack:
+        pool = stack.enter_context(m.sqlite_processes(workers))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
 
         @contextmanager
         def phase(name: str) -> Iterator[None]:
@@ -261,7 +263,7 @@ def migrate(
             )
 
         with phase("plan"):
-            snap, plan = plan_migration(sqlite_path, str(work), options, workers)
+            snap, plan = plan_migration(sqlite_path, str(work), options, pool)
         report: dict[str, Any] = dict(
             source=sqlite_path,
             target_schema=db.target_schema,
@@ -277,18 +279,21 @@ def migrate(
             return finished(None, swapped=False)
         dsn, password = db.get_client()
         with m.migration_lock(dsn, password):
+            sums: Callable[..., m.SourceSide] | None = None
             try:
                 with phase("copy"):
-                    sums = load_staging(snap, db, plan, workers)
+                    sums = load_staging(snap, db, plan, pool)
                 with phase("keys"):
                     build_keys(db, plan, workers)
                 with phase("validate"):
-                    validation = validate_migration(snap, db, plan, workers, sums)
+                    validation = validate_migration(snap, db, plan, pool, sums)
                 if not validation.passed:
                     raise validation_failed(validation)
                 with phase("swap"):
                     swap_into_place(db, plan)
             except Exception:
+                if sums is not None:
+                    sums(cancel=True)
                 m.drop_stage(dsn, password)
                 raise
         log.info(
@@ -298,8 +303,6 @@ def migrate(
             db.target_schema,
         )
         return finished(validation, swapped=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,17 +413,18 @@ def cutover_migration(
     dsn, password = database.get_client()
     workers = m.cores()
     work = m.workdir()
-    try:
+    with ExitStack() as stack:
+        pool = stack.enter_context(m.sqlite_processes(workers))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         started = time.perf_counter()
         snap = m.snapshot(Path(sqlite_path), work)
-        plan = m.make_plan(snap, MigrationOptions(target_schema=database.target_schema), workers)
+        plan = m.make_plan(snap, MigrationOptions(target_schema=database.target_schema), pool)
         if plan.blocking:
             raise m.blocking_error(plan)
         with m.migration_lock(dsn, password):
             try:
                 m.prepare_stage(dsn, password, plan, database.target_schema)
-                progress = m.Progress(total=plan.total_rows)
-                m.copy_all(snap, dsn, password, plan, workers, progress)
+                progress = m.copy_all(snap, dsn, password, plan, pool)
                 m.build_keys(dsn, password, plan, workers)
                 bulk_s = time.perf_counter() - started
                 freeze()
@@ -430,8 +434,8 @@ def cutover_migration(
                 final = work / "final"
                 final.mkdir()
                 snap2 = m.snapshot(Path(sqlite_path), final)
-                changed = m.catch_up(snap2, dsn, password, plan)
-                validation = m.validate(snap2, dsn, password, plan, workers)
+                changed, before = m.catch_up(snap2, dsn, password, plan, pool)
+                validation = m.validate(snap2, dsn, password, plan, pool, known=before)
                 if not validation.passed:
                     raise validation_failed(validation)
                 m.swap(dsn, password, plan, database.target_schema)
@@ -447,5 +451,3 @@ def cutover_migration(
             frozen_at=frozen_at,
             validation=validation,
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
