@@ -151,7 +151,7 @@ def load_staging(
             console_progress(progress.done, progress.total)
 
     jobs = m.start_copy(path, dsn, password, plan, pool)
-    sums = m.start_source_side(path, plan, pool)  # queued behind the copy
+    sums = m.start_source_side(path, plan, pool, jobs)  # queued behind the copy
     try:
         m.finish_copy(jobs, progress, tick)
     except Exception:
@@ -162,9 +162,12 @@ def load_staging(
 
 
 @task(name="build-keys", cache_policy=NO_CACHE)
-def build_keys(database: PostgresDatabase, plan: Plan, workers: int) -> None:
+def build_keys(database: PostgresDatabase, plan: Plan, snapshot: str) -> m.TargetSide:
+    """Keys, constraints, foreign keys and views of staging, with the target side of
+    the validation taken as soon as each table's keys exist."""
     dsn, password = database.get_client()
-    m.build_keys(dsn, password, plan, workers)
+    parts = m.digest_parts(Path(snapshot), plan)
+    return m.finish_target(dsn, password, plan, parts, views=True)
 
 
 @task(name="validate-migration", cache_policy=NO_CACHE)
@@ -174,9 +177,10 @@ def validate_migration(
     plan: Plan,
     pool: Executor,
     source: Callable[..., m.SourceSide] | None,
+    target: m.TargetSide | None = None,
 ) -> m.Validation:
     dsn, password = database.get_client()
-    v = m.validate(Path(snapshot), dsn, password, plan, pool, source)
+    v = m.validate(Path(snapshot), dsn, password, plan, pool, source, target=target)
     rows = [
         {
             "object": t.name,
@@ -284,9 +288,9 @@ def migrate(
                 with phase("copy"):
                     sums = load_staging(snap, db, plan, pool)
                 with phase("keys"):
-                    build_keys(db, plan, workers)
+                    target = build_keys(db, plan, snap)
                 with phase("validate"):
-                    validation = validate_migration(snap, db, plan, pool, sums)
+                    validation = validate_migration(snap, db, plan, pool, sums, target)
                 if not validation.passed:
                     raise validation_failed(validation)
                 with phase("swap"):
@@ -425,7 +429,7 @@ def cutover_migration(
             try:
                 m.prepare_stage(dsn, password, plan, database.target_schema)
                 progress = m.copy_all(snap, dsn, password, plan, pool)
-                m.build_keys(dsn, password, plan, workers)
+                m.build_keys(dsn, password, plan)
                 bulk_s = time.perf_counter() - started
                 freeze()
                 frozen_at = time.monotonic()

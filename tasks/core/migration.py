@@ -542,25 +542,65 @@ def create_table_sql(t: PlanTable, schema: str) -> str:
     return (
         f"CREATE TABLE {quote_ident(schema)}.{quote_ident(t.name)} (\n  "
         + ",\n  ".join(parts)
-        + "\n)"
+        + "\n) WITH (autovacuum_enabled = false)"  # no vacuum racing the load; reset at the swap
     )
 
 
-def post_load_sql(t: PlanTable, schema: str) -> list[str]:
-    """Keys and indexes, built after the bulk load (faster than maintaining them row by row)."""
+def _name(*parts: str, taken: set[str]) -> str:
+    """A name in PostgreSQL's default style (`t_pkey`, `t_a_b_key`) within its 63 bytes,
+    made unique among `taken`."""
+    base, suffix = "_".join(parts[:-1]), "_" + parts[-1]
+    n = 0
+    while True:
+        tail = suffix if n == 0 else f"{suffix}{n}"
+        room = 63 - len(tail.encode())
+        head = base.encode()[:room].decode(errors="ignore")
+        if (name := head + tail) not in taken:
+            taken.add(name)
+            return name
+        n += 1
+
+
+def index_sql(t: PlanTable, schema: str, taken: set[str]) -> list[tuple[str, str]]:
+    """(index name, CREATE INDEX) for every key and index of a table: independent
+    statements that PostgreSQL builds in parallel (CREATE INDEX locks out writes, not
+    other index builds; ALTER TABLE .. ADD PRIMARY KEY would lock out everything)."""
     qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
     out = []
     if t.primary_key:
-        out.append(
-            f"ALTER TABLE {qt} ADD PRIMARY KEY ("
-            + ", ".join(quote_ident(c) for c in t.primary_key)
-            + ")"
-        )
+        name = _name(t.name, "pkey", taken=taken)
+        cols = ", ".join(quote_ident(c) for c in t.primary_key)
+        out.append((name, f"CREATE UNIQUE INDEX {quote_ident(name)} ON {qt} ({cols})"))
     for u in t.uniques:
-        out.append(f"ALTER TABLE {qt} ADD UNIQUE (" + ", ".join(quote_ident(c) for c in u) + ")")
-    out += [ix.sql.format(table=qt) for ix in t.indexes]
+        name = _name(t.name, *u, "key", taken=taken)
+        cols = ", ".join(quote_ident(c) for c in u)
+        out.append((name, f"CREATE UNIQUE INDEX {quote_ident(name)} ON {qt} ({cols})"))
+    out += [(ix.name, ix.sql.format(table=qt)) for ix in t.indexes]
+    return out
+
+
+def constraint_sql(t: PlanTable, schema: str, indexes: list[tuple[str, str]]) -> list[str]:
+    """Once its indexes exist: the table's primary key and unique constraints on them
+    (instant), and the identity's next value."""
+    qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    out = []
+    names = [n for n, _sql in indexes]
+    if t.primary_key:
+        pk = quote_ident(names[0])
+        out.append(f"ALTER TABLE {qt} ADD CONSTRAINT {pk} PRIMARY KEY USING INDEX {pk}")
+    for name in names[1 if t.primary_key else 0 : (1 if t.primary_key else 0) + len(t.uniques)]:
+        out.append(
+            f"ALTER TABLE {qt} ADD CONSTRAINT {quote_ident(name)} UNIQUE USING INDEX {quote_ident(name)}"
+        )
     out += restart_sql(t, schema)
     return out
+
+
+def post_load_sql(t: PlanTable, schema: str) -> list[str]:
+    """Keys and indexes, built after the bulk load (faster than maintaining them row by
+    row): every statement in order, as one connection would run them."""
+    indexes = index_sql(t, schema, {ix.name for ix in t.indexes})
+    return [sql for _n, sql in indexes] + constraint_sql(t, schema, indexes)
 
 
 def restart_sql(t: PlanTable, schema: str, restart_with: int | None = None) -> list[str]:
@@ -763,12 +803,15 @@ def _prefixed(text: str) -> str:
     return f"{len(text)}:{text}"
 
 
-def _line(pieces: list[tuple[str, str, bool]]) -> str:
-    """One canonical text line from (null test, text, may contain separators) per column."""
+def _line(pieces: list[tuple[str | None, str, bool]]) -> str:
+    """One canonical text line from (null test or None for NOT NULL, text, may contain
+    separators) per column."""
     out = []
     for value, text, prefixed in pieces:
         body = f"length({text}) || ':' || {text}" if prefixed else text
-        out.append(f"CASE WHEN {value} IS NULL THEN '\\N' ELSE {body} END")
+        out.append(
+            body if value is None else f"CASE WHEN {value} IS NULL THEN '\\N' ELSE {body} END"
+        )
     return " || ',' || ".join(out)
 
 
@@ -800,14 +843,59 @@ def source_line_sql(t: PlanTable) -> str:
             text = _sqlite_timestamp(c.src_canon)
         else:
             text = c.src_canon
-        pieces.append((c.src_value, text, prefixed))
+        pieces.append((None if _never_null(c) else c.src_value, text, prefixed))
     return _line(pieces)
+
+
+def _never_null(c: PlanColumn) -> bool:
+    """NOT NULL holds on both sides (SQLite enforced it, PostgreSQL does), unless a
+    policy turns values into NULL."""
+    return c.notnull and c.src_value == quote_ident(c.name)
 
 
 def pg_line_sql(t: PlanTable) -> str:
     return _line(
-        [(quote_ident(c.name), c.pg_canon, c.pg_type not in _NO_SEPARATORS) for c in t.columns]
+        [
+            (
+                None if _never_null(c) else quote_ident(c.name),
+                c.pg_canon,
+                c.pg_type not in _NO_SEPARATORS,
+            )
+            for c in t.columns
+        ]
     )
+
+
+def _pg_copy_field(c: PlanColumn) -> str | None:
+    """PostgreSQL expression rendering the stored value exactly as `copy_expr` rendered
+    the source value, where that rendering is simple and one-to-one (NULL is the only
+    empty field, text is always quoted); None where it is not (doubles, JSON,
+    timestamps, policies)."""
+    q = quote_ident(c.name)
+    if c.src_value != q:
+        return None
+    quoted = "coalesce('\"' || replace({}, '\"', '\"\"') || '\"', '')"
+    if c.pg_type == "bigint" and c.copy_expr == f"coalesce(CAST({q} AS TEXT), '')":
+        return f"coalesce({q}::text, '')"
+    if c.pg_type == "text" and c.copy_expr == f"coalesce({_csv(q)}, '')":
+        return quoted.format(q)
+    if c.pg_type == "citext" and c.copy_expr == f"coalesce({_csv(q)}, '')":
+        return quoted.format(f"{q}::text")
+    if c.pg_type == "boolean":
+        return f"CASE WHEN {q} IS NULL THEN '' WHEN {q} THEN 't' ELSE 'f' END"
+    if c.pg_type == "bytea":
+        return f"coalesce('\\x' || encode({q}, 'hex'), '')"
+    if c.pg_type == "date":
+        return f"coalesce(to_char({q}, 'YYYY-MM-DD'), '')"
+    return None
+
+
+def stream_digested(t: PlanTable) -> bool:
+    """The COPY text itself is the canonical form: every field renders one-to-one and
+    PostgreSQL can render its stored values the same way, and rows go in rowid order.
+    The copy then hashes what it sends, and the source is read once, not twice
+    (votes: 1.6 s of SQLite rendering saved)."""
+    return chunked(t) and all(_pg_copy_field(c) is not None for c in t.columns)
 
 
 def ordered(t: PlanTable) -> bool:
@@ -850,14 +938,19 @@ def source_digest_sql(t: PlanTable, where: str = "") -> str:
 
 
 def pg_digest_sql(t: PlanTable, schema: str, rng: tuple[int, int] | None) -> str:
-    """PostgreSQL: (rows, md5 of the same newline-joined lines) over the stored values."""
+    """PostgreSQL: (rows, md5 of the same text the source side hashed) over the stored
+    values: the COPY lines, each ending in a newline, or the canonical lines joined."""
     where = ""
     if rng is not None:
         ident = next(c for c in t.columns if c.identity)
         where = f" WHERE {quote_ident(ident.name)} BETWEEN {int(rng[0])} AND {int(rng[1])}"
+    if stream_digested(t):
+        line = " || ',' || ".join(str(_pg_copy_field(c)) for c in t.columns)
+        agg = f"string_agg({line} || E'\\n', ''"
+    else:
+        agg = f"string_agg({pg_line_sql(t)}, E'\\n'"
     return (
-        f"SELECT count(*), md5(coalesce(string_agg({pg_line_sql(t)}, E'\\n'"
-        f" ORDER BY {_order_by(t, 'pg')}), ''))"
+        f"SELECT count(*), md5(coalesce({agg} ORDER BY {_order_by(t, 'pg')}), ''))"
         f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{where}"
     )
 

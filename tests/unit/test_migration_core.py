@@ -19,6 +19,7 @@ from tasks.core.migration import (
     build_plan,
     copy_select,
     create_table_sql,
+    index_sql,
     jsonb_text,
     plan_markdown,
     post_load_sql,
@@ -207,10 +208,20 @@ def test_plan_decides_everything_as_data():
     )
     assert "to_char(now() AT TIME ZONE 'UTC'" in ddl
     post = post_load_sql(p, "stage")
-    assert post[0] == 'ALTER TABLE "stage"."p" ADD PRIMARY KEY ("id")'
-    assert 'ADD UNIQUE ("name")' in post[1]
+    assert post[0] == 'CREATE UNIQUE INDEX "p_pkey" ON "stage"."p" ("id")'
+    assert post[1] == 'CREATE UNIQUE INDEX "p_name_key" ON "stage"."p" ("name")'
     assert post[2] == 'CREATE INDEX "p_flag" ON "stage"."p" ("at" DESC) WHERE "flag" = TRUE'
+    assert (
+        post[3]
+        == 'ALTER TABLE "stage"."p" ADD CONSTRAINT "p_pkey" PRIMARY KEY USING INDEX "p_pkey"'
+    )
+    assert post[4].endswith('ADD CONSTRAINT "p_name_key" UNIQUE USING INDEX "p_name_key"')
     assert post[-1].endswith("RESTART WITH 11")
+    taken = {"t_pkey"}  # a user's index may already hold PostgreSQL's default name
+    long = "x" * 60
+    assert index_sql(p.model_copy(update={"name": "t"}), "s", taken)[0][0] == "t_pkey1"
+    names = [n for n, _ in index_sql(p.model_copy(update={"name": long}), "s", set())]
+    assert all(len(n.encode()) <= 63 for n in names) and names[0].endswith("_pkey")
     fk = plan.table("c").fks[0]
     assert "ON DELETE CASCADE DEFERRABLE" in fk.sql and not fk.not_valid
     assert plan.views[0].select_sql == 'SELECT "name" FROM "p" WHERE "flag" = TRUE'
