@@ -859,16 +859,17 @@ def finish_target(
     plan: Plan,
     parts: Sequence[tuple[PlanTable, tuple[int, int] | None]] = (),
     views: bool = False,
-    threads: int = 8,
+    threads: int = 64,
 ) -> TargetSide:
     """Staging's keys, constraints, foreign keys and views, and (given `parts`/`views`)
     the target side of the validation, as one dependency graph on PostgreSQL.
 
     Every index is its own job, so a big table's indexes build side by side; a
     table's digests start as soon as its keys exist, while other tables' indexes
-    still build; views are checked once they exist. Threads only wait on
-    PostgreSQL; each job holds its own connection. A job starts only after every
-    job submitted before it (FIFO), so waiting on earlier jobs cannot deadlock.
+    still build; foreign keys wait only for their own tables; views wait for the
+    keys they may rely on. Threads only wait on PostgreSQL (enough of them that
+    no job waits for a thread) and each job opens its own connection once its
+    dependencies are done. Jobs depend only on jobs submitted before them.
     """
     taken = {ix.name for t in plan.tables for ix in t.indexes}
     jobs: list[Future[Any]] = []
@@ -894,12 +895,8 @@ def finish_target(
         digests = [
             ((t.name, r), submit([keyed[t.name]], pg_digest, dsn, password, t, r)) for t, r in parts
         ]
-        fks = [s for t in plan.tables for s in fk_sql(t, STAGE)]
-        linked = submit(
-            list(keyed.values()), _exec_all, dsn, password, fks, "adding foreign keys failed"
-        )
         made = submit(
-            [linked],
+            list(keyed.values()),  # a view may rely on a key (GROUP BY a primary key)
             _exec_all,
             dsn,
             password,
@@ -915,6 +912,12 @@ def finish_target(
         results = [
             (v.name, submit([made], _pg_view, dsn, password, v.name)) for v in plan.views if views
         ]
+        for t in plan.tables:  # a table's foreign keys once it and its parents have keys
+            if t.fks:
+                deps = [keyed[t.name], *[keyed[fk.parent] for fk in t.fks if fk.parent in keyed]]
+                submit(
+                    deps, _exec_all, dsn, password, fk_sql(t, STAGE), "adding foreign keys failed"
+                )
         wait(jobs)
     for f in jobs:  # the first failure in submission order is the cause of the rest
         if f.exception() is not None:
@@ -1098,7 +1101,9 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
                     moved.append(name)
                 for t in plan.tables:
                     pg.execute(f"ALTER TABLE {STAGE}.{quote_ident(t.name)} SET SCHEMA {tgt}")
-                    pg.execute(f"ALTER TABLE {tgt}.{quote_ident(t.name)} RESET (autovacuum_enabled)")
+                    pg.execute(
+                        f"ALTER TABLE {tgt}.{quote_ident(t.name)} RESET (autovacuum_enabled)"
+                    )
                 for v in plan.views:
                     pg.execute(f"ALTER VIEW {STAGE}.{quote_ident(v.name)} SET SCHEMA {tgt}")
                 pg.execute(f"DROP SCHEMA {STAGE}")

@@ -156,6 +156,7 @@ class PlanFK(BaseModel):
     name: str
     sql: str  # ALTER TABLE {table} ADD CONSTRAINT ...
     not_valid: bool
+    parent: str = ""  # the referenced table: its key must exist first
 
 
 class PlanTable(BaseModel):
@@ -437,7 +438,8 @@ def build_plan(
                 + " DEFERRABLE INITIALLY IMMEDIATE"
                 + (" NOT VALID" if not_valid else "")
             )
-            fks.append(PlanFK(name=name, sql=sql, not_valid=not_valid))
+            parent = all_names.get(fk.ref_table.lower(), fk.ref_table)
+            fks.append(PlanFK(name=name, sql=sql, not_valid=not_valid, parent=parent))
         if t.autoincrement:
             find(
                 Severity.INFO,
