@@ -183,21 +183,25 @@ def _rss_mb(pid: int) -> int:
     return 0
 
 
-def _tree_rss_mb(root: int) -> tuple[int, int]:
-    """(RSS of `root`, largest RSS among its children) in MB; cheap enough to sample often."""
+def _descendants(pid: int) -> list[int]:
     try:
-        kids = [int(x) for x in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
+        kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        kids = []
-    return _rss_mb(root), max([_rss_mb(k) for k in kids], default=0)
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def _tree_rss_mb(root: int) -> tuple[int, int]:
+    """(RSS of `root`, largest RSS among its descendants: the fork server and the SQLite
+    worker processes it forks) in MB; cheap enough to sample often."""
+    return _rss_mb(root), max([_rss_mb(k) for k in _descendants(root)], default=0)
 
 
 def run_cli(db: Path, dsn: str, env: dict[str, str]) -> tuple[dict[str, Any], float, int, int]:
     """Shipyard as a user runs it: (report, wall seconds, peak RSS MB, peak worker RSS MB).
 
     RSS is sampled from /proc five times a second: the migrating process and,
-    separately, its largest forked checksum worker (whose RSS counts pages it
-    shares copy-on-write with the parent).
+    separately, its largest worker process (the SQLite readers).
     """
     started = time.perf_counter()
     proc = subprocess.Popen(

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from tasks.core.errors import MigrationError
-from tasks.core.sqlmap import ColumnStats, affinity, quote_ident
+from tasks.core.sqlmap import ColumnStats, affinity, classes_from_extremes, quote_ident
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -90,23 +90,6 @@ def _class_facts(c: str, aff: str, notnull: bool) -> str:
     )
 
 
-def _classes(
-    count: int, low: str | None, high: str, reals: int | None, aff: str
-) -> list[int] | None:
-    """(integer, real, text, blob) counts from the facts, or None: count each class."""
-    if high == "null":  # max() of no values
-        return [0, 0, 0, 0]
-    if aff == "TEXT":
-        return [0, 0, count, 0] if high == "text" else None
-    if aff == "REAL":
-        return [0, count, 0, 0] if high == "real" else None
-    if low == high and low in ("text", "blob"):
-        return [0, 0, count, 0] if low == "text" else [0, 0, 0, count]
-    if low in ("integer", "real") and high in ("integer", "real"):
-        return [count - int(reals or 0), int(reals or 0), 0, 0]
-    return None
-
-
 def _stats(row: tuple[int | None, ...]) -> ColumnStats:
     integer, real, text, blob, null, imin, imax, not_bool, json_ok, iso_ok, date_ok, inf, nul = row
     return ColumnStats(
@@ -158,7 +141,7 @@ def scan_table_raw(
     for j, i in enumerate(scanned):
         count, low, high, reals, *tests = row[1 + j * width : 1 + (j + 1) * width]
         count = rows if count is None else count
-        classes = _classes(count, low, high, reals, affs[i])
+        classes = classes_from_extremes(count, low, high, reals, affs[i])
         if classes is None:
             mixed.append(i)
             classes = [0, 0, 0, 0]

@@ -75,6 +75,26 @@ class ColumnStats(BaseModel):
     text_with_nul: int = 0
 
 
+def classes_from_extremes(
+    count: int, low: str | None, high: str, reals: int | None, aff: str
+) -> list[int] | None:
+    """(integer, real, text, blob) counts of a column from its non-NULL count, the
+    storage classes of its smallest and largest value (SQLite orders NULL < numbers
+    < text < blob), its count of reals and its affinity; None when these leave the
+    mix open and each class must be counted."""
+    if high == "null":  # max() of no values
+        return [0, 0, 0, 0]
+    if aff == "TEXT":
+        return [0, 0, count, 0] if high == "text" else None
+    if aff == "REAL":
+        return [0, count, 0, 0] if high == "real" else None
+    if low == high and low in ("text", "blob"):
+        return [0, 0, count, 0] if low == "text" else [0, 0, 0, count]
+    if low in ("integer", "real") and high in ("integer", "real"):
+        return [count - int(reals or 0), int(reals or 0), 0, 0]
+    return None
+
+
 class Mapped(BaseModel):
     model_config = ConfigDict(frozen=True)
 

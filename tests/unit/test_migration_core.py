@@ -21,8 +21,11 @@ from tasks.core.migration import (
     create_table_sql,
     index_sql,
     jsonb_text,
+    pg_digest_sql,
     plan_markdown,
     post_load_sql,
+    source_line_sql,
+    stream_digested,
 )
 from tasks.core.sqlddl import (
     Untranslatable,
@@ -31,7 +34,7 @@ from tasks.core.sqlddl import (
     tokenize,
     translate,
 )
-from tasks.core.sqlmap import ColumnStats
+from tasks.core.sqlmap import ColumnStats, classes_from_extremes
 
 
 def tr(sql: str, names: dict[str, str] | None = None, **kw) -> str:
@@ -240,3 +243,41 @@ def test_triggers_and_orphans_block_by_key_until_accepted():
         MigrationOptions(accept=frozenset({"audit:trigger", "c:fk-orphans-0"})),
     )
     assert not accepted.blocking and accepted.table("c").fks[0].sql.endswith("NOT VALID")
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ((5, "integer", "integer", 0, "INTEGER"), [5, 0, 0, 0]),
+        ((5, "integer", "real", 2, "NUMERIC"), [3, 2, 0, 0]),  # numbers only: count the reals
+        ((5, None, "text", None, "TEXT"), [0, 0, 5, 0]),  # TEXT stores no numbers
+        ((5, None, "blob", None, "TEXT"), None),  # text and blobs: count each
+        ((5, None, "real", None, "REAL"), [0, 5, 0, 0]),  # REAL stores no integers
+        ((5, "text", "text", 0, "BLOB"), [0, 0, 5, 0]),
+        ((5, "integer", "text", 0, "INTEGER"), None),  # numbers and text: count each
+        ((0, "null", "null", None, "INTEGER"), [0, 0, 0, 0]),  # every value NULL
+    ],
+)
+def test_storage_classes_from_the_extremes(facts, expected):
+    assert classes_from_extremes(*facts) == expected
+
+
+def test_digests_hash_the_copy_text_only_where_it_is_one_to_one():
+    plan = build_plan(_schema(), STATS, ())
+    p, c = plan.table("p"), plan.table("c")
+    assert stream_digested(p) and stream_digested(c)
+    sql = pg_digest_sql(p, "stage", (1, 10))
+    assert "string_agg(" in sql and "|| E'\\n', ''" in sql and '"id" BETWEEN 1 AND 10' in sql
+    assert """replace("name"::text, '"', '""')""" in sql  # citext rendered as the COPY quoted it
+    # a double column is rendered in a canonical form instead (its IEEE bytes)
+    stats = {**STATS, ("c", "p_id"): ColumnStats(real=2)}
+    schema = _schema()
+    child = schema.tables[1]
+    cols = (child.columns[0], child.columns[1].model_copy(update={"declared": "REAL"}))
+    schema = schema.model_copy(
+        update={"tables": (schema.tables[0], child.model_copy(update={"columns": cols, "fks": ()}))}
+    )
+    c2 = build_plan(schema, stats, ()).table("c")
+    assert not stream_digested(c2)
+    assert "shipyard_double(" in source_line_sql(c2)
+    assert "float8send" in pg_digest_sql(c2, "stage", None)
