@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,24 +106,6 @@ def plan_migration(
         description="SQLite → PostgreSQL plan",
     )
     return str(snap), plan
-
-
-def run_with_progress(
-    jobs: list[Callable[[], Any]], workers: int, tick: Callable[[], None]
-) -> list[Any]:
-    """Jobs on threads; `tick` runs on this thread twice a second (Prefect calls need it)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures: list[Future[Any]] = [pool.submit(j) for j in jobs]
-        while True:
-            done, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
-            tick()
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                for f in pending:
-                    f.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
-            if not pending:
-                return [f.result() for f in futures]
 
 
 @task(name="load-staging", cache_policy=NO_CACHE)

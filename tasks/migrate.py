@@ -95,6 +95,7 @@ class TableReport(BaseModel):
     checksum_target: str
     ok: bool
     differing_keys: tuple[int, ...] = ()
+    differing_ranges: tuple[tuple[int, int], ...] = ()  # rowid ranges whose digests differ
 
 
 class ViewReport(BaseModel):
@@ -939,23 +940,38 @@ def pg_checksum(dsn: str, password: str, t: PlanTable, schema: str = STAGE) -> t
 
 
 def _differing_keys(
-    path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None = 10
+    path: Path,
+    dsn: str,
+    password: str,
+    t: PlanTable,
+    schema: str,
+    limit: int | None = 10,
+    ranges: Sequence[tuple[int, int]] = (),
 ) -> tuple[int, ...]:
-    """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes."""
+    """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes,
+    within the rowid `ranges` whose digests differed (all rows if none are given)."""
     ident = next((c for c in t.columns if c.identity), None)
     if ident is None:
         return ()
+    src_where = pg_where = ""
+    if ranges:
+        src_where = " WHERE " + " OR ".join(
+            f"rowid BETWEEN {int(a)} AND {int(b)}" for a, b in ranges
+        )
+        pg_where = " WHERE " + " OR ".join(
+            f"{quote_ident(ident.name)} BETWEEN {int(a)} AND {int(b)}" for a, b in ranges
+        )
     select, row_hash = source_row_hasher(t)
     conn = open_readonly(path)
     try:
         src = {
             r[0]: row_hash(*r[1:])
-            for r in conn.execute(f"SELECT rowid, {select} FROM {quote_ident(t.name)}")
+            for r in conn.execute(f"SELECT rowid, {select} FROM {quote_ident(t.name)}{src_where}")
         }
     finally:
         conn.close()
     one = (
-        pg_checksum_sql(t, schema)
+        pg_checksum_sql(t, schema, pg_where)
         .replace("SELECT count(*), coalesce(sum(", "SELECT " + quote_ident(ident.name) + ", (")
         .replace("::bigint), 0)", "::bigint)")
     )
@@ -1031,12 +1047,15 @@ def validate(
         keys = [(t.name, r) for tt, r in parts if tt.name == t.name]
         a, b = _combine([src[x] for x in keys]), _combine([dst[x] for x in keys])
         ok = all(src[x] == dst[x] for x in keys)
+        ranges = tuple(
+            r for _n, r in keys if r is not None and src[(t.name, r)] != dst[(t.name, r)]
+        )
         differing: tuple[int, ...] = ()
         if not ok and diagnose:
             if ordered(t):  # the authority: per-row hashes, in no particular order
                 ok = source_checksum(path, t) == pg_checksum(dsn, password, t)
             if not ok:
-                differing = _differing_keys(path, dsn, password, t, STAGE)
+                differing = _differing_keys(path, dsn, password, t, STAGE, ranges=ranges)
         reports.append(
             TableReport(
                 name=t.name,
@@ -1046,6 +1065,7 @@ def validate(
                 checksum_target=b.value,
                 ok=ok,
                 differing_keys=differing,
+                differing_ranges=() if ok else ranges,
             )
         )
     views = [
@@ -1183,6 +1203,7 @@ def catch_up(
     """
     before = validate(path, dsn, password, plan, pool, diagnose=False)
     same = {r.name for r in before.tables if r.ok}
+    ranges = {r.name: r.differing_ranges for r in before.tables}
     changed: dict[str, int] = {}
     with pg_connect(dsn, password) as pg:
         try:
@@ -1194,7 +1215,13 @@ def catch_up(
                     qt = f"{STAGE}.{quote_ident(t.name)}"
                     ident = next((c for c in t.columns if c.identity), None)
                     if ident is not None:
-                        keys = list(_differing_keys(path, dsn, password, t, STAGE, limit=None))
+                        keys = (
+                            list(  # only the ranges whose digests differ: new rows are in the last
+                                _differing_keys(
+                                    path, dsn, password, t, STAGE, limit=None, ranges=ranges[t.name]
+                                )
+                            )
+                        )
                         pg.execute(
                             f"DELETE FROM {qt} WHERE {quote_ident(ident.name)} = ANY(%s)",
                             (keys,),
