@@ -683,17 +683,25 @@ def source_checksum(
     total = 0
     count = 0
     try:
-        rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{_where(rng)}")
-        while batch := rows.fetchmany(5000):
-            total += sum(starmap(row_hash, batch))
-            count += len(batch)
+        with _decoding(path, t, rng):
+            rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{_where(rng)}")
+            while batch := rows.fetchmany(5000):
+                total += sum(starmap(row_hash, batch))
+                count += len(batch)
+    finally:
+        conn.close()
+    return count, total
+
+
+@contextmanager
+def _decoding(path: Path, t: PlanTable, rng: tuple[int, int] | None) -> Iterator[None]:
+    """Text SQLite cannot decode becomes the report naming its column and rowids."""
+    try:
+        yield
     except sqlite3.OperationalError as exc:
         if "decode" in str(exc):
             raise _invalid_utf8(path, t, rng) from exc
         raise
-    finally:
-        conn.close()
-    return count, total
 
 
 @dataclass(frozen=True)
@@ -745,11 +753,8 @@ def source_digest(path: Path, t: PlanTable, rng: tuple[int, int] | None) -> Dige
         return Digest(n, hashlib.md5(raw + b"\n" if n else b"", usedforsecurity=False).hexdigest())
     conn = _canon_reader(path)
     try:
-        n, text = conn.execute(source_digest_sql(t, _where(rng))).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "decode" in str(exc):
-            raise _invalid_utf8(path, t, rng) from exc
-        raise
+        with _decoding(path, t, rng):
+            n, text = conn.execute(source_digest_sql(t, _where(rng))).fetchone()
     finally:
         conn.close()
     return Digest(n, hashlib.md5((text or "").encode(), usedforsecurity=False).hexdigest())
@@ -861,6 +866,7 @@ def finish_target(
     parts: Sequence[tuple[PlanTable, tuple[int, int] | None]] = (),
     views: bool = False,
     threads: int = 64,
+    running: int = 0,
 ) -> TargetSide:
     """Staging's keys, constraints, foreign keys and views, and (given `parts`/`views`)
     the target side of the validation, as one dependency graph on PostgreSQL.
@@ -870,8 +876,12 @@ def finish_target(
     still build; foreign keys wait only for their own tables; views wait for the
     keys they may rely on. Threads only wait on PostgreSQL (enough of them that
     no job waits for a thread) and each job opens its own connection once its
-    dependencies are done. Jobs depend only on jobs submitted before them.
+    dependencies are done. Jobs depend only on jobs submitted before them. At most
+    `running` jobs (twice the cores by default) work at once, so a schema of
+    hundreds of indexes never runs hundreds of index builds, each with its own
+    maintenance_work_mem.
     """
+    slots = threading.BoundedSemaphore(running or 2 * cores())
     taken = {ix.name for t in plan.tables for ix in t.indexes}
     jobs: list[Future[Any]] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -880,7 +890,8 @@ def finish_target(
             def run() -> Any:
                 for d in deps:
                     d.result()
-                return fn(*args)
+                with slots:  # taken after the wait: a job holding a slot never waits
+                    return fn(*args)
 
             jobs.append(pool.submit(run))
             return jobs[-1]
