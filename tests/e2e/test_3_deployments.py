@@ -135,3 +135,43 @@ def test_cancel_during_deploy_leaves_previous_serving(stack, worker, docker_clie
         all=True, filters={"label": f"io.shipyard.release={run_id}"}
     )
     assert any("cancelled" in t and "v12" in t for t in stack.webhook.texts())
+
+
+def test_migrate_deployment_runs_on_the_worker(stack, worker, tmp_path):
+    """The migrate flow as a user starts it: `prefect deployment run migrate/staging` on a
+    process worker, whose flow-run process forks the SQLite worker processes."""
+    import sqlite3
+
+    import psycopg
+    from pydantic import SecretStr
+
+    from blocks.postgres import PostgresDatabase
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL);"
+            "CREATE VIEW top AS SELECT name FROM t WHERE score > 0.5;"
+        )
+        conn.executemany(
+            "INSERT INTO t (name, score) VALUES (?, ?)",
+            [(f'n{i}, "q"', i / 1000) for i in range(30_000)],
+        )
+    pg = services.start_postgres(services.tmpdir("shipyard-e2e-migrate-"))
+    try:
+        PostgresDatabase(dsn=SecretStr(pg.dsn)).save("e2e-migrate-target", overwrite=True)
+        params = {"sqlite_path": str(db), "database": "e2e-migrate-target", "dry_run": False}
+        proc = cli(
+            "deployment", "run", "migrate/staging", "--params", json.dumps(params),
+            "--watch", "--watch-timeout", "300",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert flow_run_state(run_id_of(proc.stdout)) == "COMPLETED"
+        with psycopg.connect(pg.dsn) as conn:
+            assert conn.execute("SELECT count(*), max(score) FROM public.t").fetchone() == (
+                30_000,
+                29.999,
+            )
+            assert conn.execute("SELECT count(*) FROM public.top").fetchone() == (29_499,)
+    finally:
+        services.stop(pg.proc)
