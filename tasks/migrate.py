@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import starmap
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +130,36 @@ def sqlite_processes(n: int) -> Iterator[Executor]:
     against 1.6 s for 0.9 M rows); two processes take 1.0 s. The fork server
     starts clean (no Prefect threads to inherit) and preloads only this module.
     """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    pool = _Workers(n)
     try:
-        with _main_not_inherited():
-            list(pool.map(int, range(n)))  # start them all now
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Workers(Executor):
+    """The process pool, whose fork server starts loading this module at once (while
+    the caller takes the snapshot) and whose processes start at the first submit."""
+
+    def __init__(self, n: int) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        forkserver.ensure_running()  # returns at once; the server imports meanwhile
+        self._pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        self._n = n
+        self._lock = threading.Lock()
+        self._started = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if not self._started:
+                with _main_not_inherited():
+                    list(self._pool.map(int, range(self._n)))  # start them all
+                self._started = True
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 @contextmanager
