@@ -315,11 +315,10 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
 def _scan_part(path: Path, t: SourceTable, where: str) -> list[Raw]:
     c = open_readonly(path)
     try:
-        pk = [x for x in t.columns if x.pk]
+        pk = [x for x in t.columns if x.pk]  # the rowid alias rule introspect() applies
         alias = (
             pk[0].name
-            if t.max_key is not None
-            or (not t.without_rowid and len(pk) == 1 and pk[0].declared.upper() == "INTEGER")
+            if not t.without_rowid and len(pk) == 1 and pk[0].declared.upper() == "INTEGER"
             else None
         )
         return scan_table_raw(
