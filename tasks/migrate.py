@@ -126,9 +126,10 @@ def sqlite_processes(n: int) -> Iterator[Executor]:
     """Processes that read the snapshot: scan, render the COPY blocks, digest, query views.
 
     Not threads: SQLite serialises its allocator across the threads of one
-    process, so two threads rendering text ran slower than one (measured 3.5 s
-    against 1.6 s for 0.9 M rows); two processes take 1.0 s. The fork server
-    starts clean (no Prefect threads to inherit) and preloads only this module.
+    process, so two threads rendering text ran slower than one (the bench's
+    digests: 5.1 s on two threads, 2.9 s on one, 1.85 s on two processes). The
+    fork server starts clean (no Prefect threads to inherit) and preloads only
+    this module.
     """
     pool = _Workers(n)
     try:
