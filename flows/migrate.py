@@ -111,7 +111,7 @@ def plan_migration(
 @task(name="load-staging", cache_policy=NO_CACHE)
 def load_staging(
     snapshot: str, database: PostgresDatabase, plan: Plan, pool: Executor
-) -> Callable[..., m.SourceSide]:
+) -> Callable[..., m.Side]:
     """Staging tables, then every table's rows by COPY. The source side of the
     validation (digests, view results) is queued behind the copy on the same
     processes and runs on while keys are built; the returned call collects it."""
@@ -144,7 +144,7 @@ def load_staging(
 
 
 @task(name="build-keys", cache_policy=NO_CACHE)
-def build_keys(database: PostgresDatabase, plan: Plan, snapshot: str) -> m.TargetSide:
+def build_keys(database: PostgresDatabase, plan: Plan, snapshot: str) -> m.Side:
     """Keys, constraints, foreign keys and views of staging, with the target side of
     the validation taken as soon as each table's keys exist."""
     dsn, password = database.get_client()
@@ -158,8 +158,8 @@ def validate_migration(
     database: PostgresDatabase,
     plan: Plan,
     pool: Executor,
-    source: Callable[..., m.SourceSide] | None,
-    target: m.TargetSide | None = None,
+    source: Callable[..., m.Side] | None,
+    target: m.Side | None = None,
 ) -> m.Validation:
     dsn, password = database.get_client()
     v = m.validate(Path(snapshot), dsn, password, plan, pool, source, target=target)
@@ -265,7 +265,7 @@ def migrate(
             return finished(None, swapped=False)
         dsn, password = db.get_client()
         with m.migration_lock(dsn, password):
-            sums: Callable[..., m.SourceSide] | None = None
+            sums: Callable[..., m.Side] | None = None
             try:
                 with phase("copy"):
                     sums = load_staging(snap, db, plan, pool)

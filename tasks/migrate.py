@@ -808,31 +808,40 @@ def _sqlite_view(path: Path, name: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class SourceSide:
-    """Everything validation needs from the source, computed once from the snapshot."""
+class Side:
+    """Everything validation needs from one side (the source's snapshot, or staging):
+    the digest of every part and every view's result."""
 
     digests: dict[Part, Digest]
     views: dict[str, tuple[int, int]]
 
 
 def start_source_side(
-    path: Path, plan: Plan, pool: Executor, copy: CopyJobs
-) -> Callable[..., SourceSide]:
-    """Source digests and view results, queued now behind the copy, and collected by
-    the returned call. Tables whose COPY text is canonical take their digests from the
-    copy itself."""
-    streamed = {(t.name, r): f for t, r, f in copy if stream_digested(t)}
-    parts = [(t, r) for t, r in digest_parts(path, plan) if (t.name, r) not in streamed]
+    path: Path,
+    plan: Plan,
+    pool: Executor,
+    copy: CopyJobs | None = None,
+    parts: Sequence[tuple[PlanTable, tuple[int, int] | None]] | None = None,
+) -> Callable[..., Side]:
+    """Source digests (of `parts`, all by default) and view results, queued now behind
+    whatever the processes are doing, and collected by the returned call. Tables whose
+    COPY text is canonical take their digests from the `copy` itself."""
+    streamed = {(t.name, r): f for t, r, f in copy or [] if stream_digested(t)}
+    parts = [
+        (t, r)
+        for t, r in (digest_parts(path, plan) if parts is None else parts)
+        if (t.name, r) not in streamed
+    ]
     views = [(v.name, pool.submit(_sqlite_view, path, v.name)) for v in plan.views]
     digests = [((t.name, r), pool.submit(source_digest, path, t, r)) for t, r in parts]
     digests += list(streamed.items())
 
-    def collect(cancel: bool = False) -> SourceSide:
+    def collect(cancel: bool = False) -> Side:
         if cancel:
             for f in [f for _k, f in views] + [f for _k, f in digests]:
                 f.cancel()
-            return SourceSide({}, {})
-        return SourceSide(
+            return Side({}, {})
+        return Side(
             dict(zip([k for k, _f in digests], _gather([f for _k, f in digests]), strict=True)),
             dict(zip([k for k, _f in views], _gather([f for _k, f in views]), strict=True)),
         )
@@ -873,14 +882,6 @@ def prepare_stage(dsn: str, password: str, plan: Plan, target_schema: str) -> No
     _exec_all(dsn, password, statements, "creating the staging tables failed")
 
 
-@dataclass(frozen=True)
-class TargetSide:
-    """What validation needs from staging: the digest of every part and view results."""
-
-    digests: dict[Part, Digest]
-    views: dict[str, tuple[int, int]]
-
-
 def finish_target(
     dsn: str,
     password: str,
@@ -889,7 +890,7 @@ def finish_target(
     views: bool = False,
     threads: int = 64,
     running: int = 0,
-) -> TargetSide:
+) -> Side:
     """Staging's keys, constraints, foreign keys and views, and (given `parts`/`views`)
     the target side of the validation, as one dependency graph on PostgreSQL.
 
@@ -956,7 +957,7 @@ def finish_target(
     for f in jobs:  # the first failure in submission order is the cause of the rest
         if f.exception() is not None:
             raise f.exception()  # type: ignore[misc]
-    return TargetSide({k: f.result() for k, f in digests}, {k: f.result() for k, f in results})
+    return Side({k: f.result() for k, f in digests}, {k: f.result() for k, f in results})
 
 
 def build_keys(dsn: str, password: str, plan: Plan) -> None:
@@ -1037,10 +1038,10 @@ def validate(
     password: str,
     plan: Plan,
     pool: Executor,
-    source: Callable[[], SourceSide] | None = None,
+    source: Callable[[], Side] | None = None,
     known: Validation | None = None,
     diagnose: bool = True,
-    target: TargetSide | None = None,
+    target: Side | None = None,
 ) -> Validation:
     """Per table, rows and digests of every part on both sides; views on both sides.
 
@@ -1051,10 +1052,8 @@ def validate(
     """
     reuse = {r.name: r for r in (known.tables if known else ()) if r.ok}
     parts = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
-    source_futures: list[Future[Any]] = []
     if source is None:  # queued first: the processes work while PostgreSQL does
-        source_futures += [pool.submit(_sqlite_view, path, v.name) for v in plan.views]
-        source_futures += [pool.submit(source_digest, path, t, r) for t, r in parts]
+        source = start_source_side(path, plan, pool, parts=parts)
     if target is None:
         jobs: list[Callable[[], Any]] = [partial(pg_digest, dsn, password, t, r) for t, r in parts]
         jobs += [partial(_pg_view, dsn, password, v.name) for v in plan.views]
@@ -1064,14 +1063,8 @@ def validate(
         pg_views = results[n:]
     else:
         dst, pg_views = target.digests, [target.views[v.name] for v in plan.views]
-    k = len(plan.views)
-    if source is None:
-        got = _gather(source_futures)
-        sqlite_views = got[:k]
-        src = {(t.name, r): d for (t, r), d in zip(parts, got[k:], strict=True)}
-    else:
-        side = source()
-        src, sqlite_views = side.digests, [side.views[v.name] for v in plan.views]
+    side = source()
+    src, sqlite_views = side.digests, [side.views[v.name] for v in plan.views]
     reports = []
     for t in plan.tables:
         if t.name in reuse:
