@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -21,6 +22,7 @@ from tasks.core.migration import (
     create_table_sql,
     index_sql,
     jsonb_text,
+    loose_value,
     pg_digest_sql,
     plan_markdown,
     post_load_sql,
@@ -281,3 +283,21 @@ def test_digests_hash_the_copy_text_only_where_it_is_one_to_one():
     assert not stream_digested(c2)
     assert "shipyard_double(" in source_line_sql(c2)
     assert "float8send" in pg_digest_sql(c2, "stage", None)
+
+
+@pytest.mark.parametrize(
+    ("cell", "loose"),
+    [
+        (7, "7"),
+        (-(2**53) + 1, str(-(2**53) + 1)),
+        (2**53, "9.00719925474e+15"),  # beyond a double's exact integers: 12 digits
+        (7.0, "7"),  # SQLite's REAL sum equals PostgreSQL's bigint sum
+        (Decimal("2.50000000000001"), "2.5"),
+        (True, "1"),
+        (None, "\\N"),
+        ("yea", "yea"),
+        (b"\x00\xff", "00ff"),
+    ],
+)
+def test_view_cells_compare_loosely_across_engines(cell, loose):
+    assert loose_value(cell) == loose
