@@ -34,7 +34,9 @@ install() {
     python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv
   fi
   log "uv sync"
-  uv sync -q --frozen 2>/dev/null || uv sync -q
+  # Bytecode at install: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
+  # process would otherwise compile Prefect anew (import 4.2 s → 1.9 s, measured).
+  uv sync -q --frozen --compile-bytecode 2>/dev/null || uv sync -q --compile-bytecode
 }
 
 start_dockerd() {
