@@ -10,7 +10,8 @@ an `events` table with JSON, datetimes, BLOBs and reals; ~1 M rows at scale
 - pgloader with defaults, and what it got wrong.
 
 and peak RSS of the Shipyard process at `--rss-scale` (5x by default).
-Prints one JSON line. Run: `uv run python bench/migrate.py [--scale 1]`.
+The first two alternate `--repeat` times (3 by default; medians and every pair
+are printed). Prints one JSON line. Run: `uv run python bench/migrate.py [--scale 1]`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -318,6 +320,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rss-scale", type=float, default=5.0, help="0 to skip")
     parser.add_argument("--skip-pgloader", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="physical/Shipyard pairs; medians are printed"
+    )
     args = parser.parse_args()
     home = services.tmpdir("shipyard-bench-migrate-")
     server = services.start_prefect_server(home)
@@ -334,18 +339,26 @@ def main() -> int:
         counts = build_database(db, args.scale)
         build_s = time.perf_counter() - t0
         source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
-        phys_s = physical(db, create_db(pg.dsn, "phys"))
-        busy0, total0 = system_cpu()
-        report, wall, rss1, _w = run_cli(db, create_db(pg.dsn, "ship"), env)
-        busy1, total1 = system_cpu()
+        # The pipelines alternate, each into a fresh database: this machine's speed drifts
+        # by ±30 % over minutes, and pairs taken side by side see the same drift.
+        pairs = []
+        for _ in range(args.repeat):
+            phys_s = physical(db, create_db(pg.dsn, "phys"))
+            busy0, total0 = system_cpu()
+            report, wall, rss1, _w = run_cli(db, create_db(pg.dsn, "ship"), env)
+            busy1, total1 = system_cpu()
+            if not report.get("seconds"):
+                break
+            pairs.append((phys_s, report["seconds"]))
+        ratios = sorted(round(b / a, 2) for a, b in pairs)
         out: dict[str, Any] = {
             "rows": sum(counts.values()),
             "build_db_s": round(build_s, 1),
-            "physical_s": round(phys_s, 2),
-            "shipyard_s": report.get("seconds"),
-            "shipyard_vs_physical": round(report["seconds"] / phys_s, 2)
-            if report.get("seconds")
-            else None,
+            "physical_s": round(statistics.median(a for a, _b in pairs), 2) if pairs else None,
+            "shipyard_s": round(statistics.median(b for _a, b in pairs), 2) if pairs else None,
+            "shipyard_vs_physical": statistics.median(ratios) if ratios else None,
+            "pairs_s": [[round(a, 2), round(b, 2)] for a, b in pairs],
+            "ratios": ratios,
             "shipyard_cli_wall_s": round(wall, 2),
             "shipyard_phases_s": report.get("phases"),
             "shipyard_passed": report.get("passed"),
