@@ -225,14 +225,25 @@ def run_cli(db: Path, dsn: str, env: dict[str, str]) -> tuple[dict[str, Any], fl
     return report, wall, peak, peak_worker
 
 
+PGLOADER_TIMEOUT_S = 300  # it finishes (or fails) in about 60 s
+
+
 def pgloader(db: Path, dsn: str) -> dict[str, Any]:
     started = time.perf_counter()
-    out = subprocess.run(
-        ["pgloader", f"sqlite://{db}", dsn.replace("postgresql://", "pgsql://")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    try:
+        out = subprocess.run(
+            ["pgloader", f"sqlite://{db}", dsn.replace("postgresql://", "pgsql://")],
+            capture_output=True,
+            text=True,
+            timeout=PGLOADER_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:  # seen once: it hung after its TYPE-ERROR
+        return {
+            "pgloader_exit": None,
+            "pgloader_s": round(time.perf_counter() - started, 2),
+            "pgloader_error": f"hung: no exit after {PGLOADER_TIMEOUT_S} s (killed)",
+            "pgloader_wrong": audit(dsn, _votes_seq(db)),
+        }
     result: dict[str, Any] = {
         "pgloader_exit": out.returncode,
         "pgloader_s": round(time.perf_counter() - started, 2),
