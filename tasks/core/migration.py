@@ -144,6 +144,8 @@ class PlanColumn(BaseModel):
     canon_kind: str  # plain | double | json | timestamp | date: who finishes the canonical text
     pg_canon: str  # PostgreSQL expression: the same canonical text from the stored value
     pg_copy: str | None = None  # PostgreSQL expression: the stored value as copy_expr rendered it
+    copy_field: str = "%s"  # the printf() conversion that renders copy_arg as copy_expr would
+    copy_arg: str = ""  # SQLite expression handed to copy_field
 
 
 class PlanIndex(BaseModel):
@@ -375,6 +377,7 @@ def build_plan(
                 )
             q = quote_ident(c.name)
             copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(q, pg_type, policy)
+            fast_text = c.notnull and pg_type == "text" and policy is None
             try:
                 default = _default_sql(c.default, pg_type, resolve)
             except (Untranslatable, DDLError) as exc:
@@ -390,6 +393,10 @@ def build_plan(
                     default_sql=default,
                     identity=identity,
                     copy_expr=f"coalesce({copy_expr}, '')",
+                    # SQLite enforces NOT NULL (quick_check reports a schema edited around
+                    # it), so the column needs no NULL test: printf quotes it in C.
+                    copy_field='"%w"' if fast_text else "%s",
+                    copy_arg=q if fast_text else f"coalesce({copy_expr}, '')",
                     src_value=_source_value(q, policy),
                     src_canon=src_canon,
                     canon_kind=kind,
@@ -637,10 +644,27 @@ def fk_sql(t: PlanTable, schema: str) -> list[str]:
     return [fk.sql.format(table=qt, schema=quote_ident(schema)) for fk in t.fks]
 
 
+_PRINTF_ARGS = 100  # SQLite takes at most 127 arguments per function call
+
+
+def _copy_line(t: PlanTable) -> str:
+    """The row as one CSV line: printf() per 100 columns instead of a `||` chain.
+
+    printf's `%w` doubles the `"` of a NOT NULL text column in C, where the
+    chain ran a replace() and four concatenations per value: the same bytes,
+    measured 0.90 s against 1.48 s of SQLite CPU for votes' 0.9 M rows.
+    """
+    cols = t.columns
+    groups = [cols[i : i + _PRINTF_ARGS] for i in range(0, len(cols), _PRINTF_ARGS)]
+    return " || ',' || ".join(
+        f"printf('{','.join(c.copy_field for c in g)}', {', '.join(c.copy_arg for c in g)})"
+        for g in groups
+    )
+
+
 def copy_select(t: PlanTable) -> str:
     """One SQLite SELECT whose single column is the row as one CSV line for COPY."""
-    line = " || ',' || ".join(c.copy_expr for c in t.columns)
-    return f"SELECT {line} FROM {quote_ident(t.name)}"
+    return f"SELECT {_copy_line(t)} FROM {quote_ident(t.name)}"
 
 
 def copy_block_select(t: PlanTable) -> str:
@@ -648,8 +672,7 @@ def copy_block_select(t: PlanTable) -> str:
 
     Measured 1.54 s against 1.92 s of fetching line by line for 0.9 M rows.
     """
-    line = " || ',' || ".join(c.copy_expr for c in t.columns)
-    return f"SELECT count(*), group_concat({line}, char(10)) FROM {quote_ident(t.name)}"
+    return f"SELECT count(*), group_concat({_copy_line(t)}, char(10)) FROM {quote_ident(t.name)}"
 
 
 def copy_into(t: PlanTable, schema: str) -> str:

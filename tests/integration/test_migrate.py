@@ -78,7 +78,7 @@ def build_rich(path: Path) -> Path:
     conn.execute("DELETE FROM members WHERE handle = 'ghost'")  # its id must never be reused
     conn.executemany(
         'INSERT INTO "order items" VALUES (?,?,?,?)',
-        [(1, 'a"b', "ünï", 1), (2, "it's", None, 1), (3, "x", "名前", 2)],
+        [(1, 'a"b', "ünï", 1), (2, "it's", None, 1), (3, 'x,\n"y"', "名前", 2)],
     )
     conn.executemany("INSERT INTO notes (body) VALUES (?)", [("first",), (None,), ("",)])
     conn.commit()
@@ -207,10 +207,9 @@ def test_rich_schema_migrates_faithfully(tmp_path, target):
             "a": "dup",
             "b": 1,
         }
-        assert (
-            conn.execute('SELECT "naïve 名前" FROM "order items" WHERE "select" = 3').fetchone()[0]
-            == "名前"
-        )
+        assert conn.execute(
+            'SELECT "naïve 名前", "we""ird" FROM "order items" WHERE "select" = 3'
+        ).fetchone() == ("名前", 'x,\n"y"')  # CSV quoting of a NOT NULL text column, in C
         assert sorted(
             conn.execute("SELECT handle, items, big FROM member_items WHERE items > 0").fetchall()
         ) == [
@@ -382,7 +381,9 @@ def test_invalid_utf8_is_named_and_the_target_unchanged(tmp_path, migrated_targe
     assert fingerprint(migrated_target) == before
 
 
-@pytest.mark.parametrize("kind", ["not-a-database", "corrupt", "empty", "missing"])
+@pytest.mark.parametrize(
+    "kind", ["not-a-database", "corrupt", "null-in-not-null", "empty", "missing"]
+)
 def test_bad_sources_are_clear_typed_errors(tmp_path, migrated_target, kind):
     path = tmp_path / "bad.db"
     if kind == "not-a-database":
@@ -392,6 +393,16 @@ def test_bad_sources_are_clear_typed_errors(tmp_path, migrated_target, kind):
         data = bytearray(path.read_bytes())
         data[4096 + 10 : 4096 + 400] = b"\xde\xad" * 195  # smash page 2
         path.write_bytes(bytes(data))
+    elif kind == "null-in-not-null":  # a schema edited around its data: quick_check tells
+        build_rich(path)
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, 'body TEXT,', 'body TEXT NOT NULL,')"
+            " WHERE name = 'notes'"
+        )
+        conn.commit()
+        conn.close()
     elif kind == "empty":
         sqlite3.connect(path).close()
     before = fingerprint(migrated_target)
@@ -401,6 +412,7 @@ def test_bad_sources_are_clear_typed_errors(tmp_path, migrated_target, kind):
     assert {
         "not-a-database": "not a readable SQLite database",
         "corrupt": "corrupt",
+        "null-in-not-null": "NULL value in notes.body",
         "empty": "no tables",
         "missing": "does not exist",
     }[kind] in str(info.value)

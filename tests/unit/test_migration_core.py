@@ -231,6 +231,7 @@ def test_plan_decides_everything_as_data():
     assert "ON DELETE CASCADE DEFERRABLE" in fk.sql and not fk.not_valid
     assert plan.views[0].select_sql == 'SELECT "name" FROM "p" WHERE "flag" = TRUE'
     assert "coalesce(" in copy_select(p) and "'Infinity'" not in copy_select(p)
+    assert copy_select(p).startswith("SELECT printf('")
     assert "audit:trigger" in plan_markdown(plan, "x.db")
 
 
@@ -301,3 +302,38 @@ def test_digests_hash_the_copy_text_only_where_it_is_one_to_one():
 )
 def test_view_cells_compare_loosely_across_engines(cell, loose):
     assert loose_value(cell) == loose
+
+
+def test_copy_lines_of_wide_tables_split_printf_and_quote_like_csv():
+    """SQLite takes 127 arguments per call: 130 columns need two printf() calls, and
+    the line must be what Python's csv module writes (the COPY parser's dialect)."""
+    import csv
+    import io
+    import sqlite3
+
+    n = 130
+    names = [f"c{i}" for i in range(n)]
+    cols = tuple(
+        SourceColumn(name=c, declared="TEXT", notnull=i % 2 == 0, default=None, pk=0)
+        for i, c in enumerate(names)
+    )
+    ddl = (
+        "CREATE TABLE w ("
+        + ", ".join(f"{c} TEXT{' NOT NULL' * (i % 2 == 0)}" for i, c in enumerate(names))
+        + ")"
+    )
+    table = SourceTable(name="w", sql=ddl, columns=cols, rows=1)
+    plan = build_plan(
+        SourceSchema(tables=(table,)), {("w", c): ColumnStats(text=1) for c in names}, ()
+    )
+    sql = copy_select(plan.table("w"))
+    assert sql.count("printf('") == 2 and '"%w"' in sql
+    values = ['a"b,\nc' if i % 3 else "" for i in range(n)]
+    values[1] = None  # a nullable column's NULL is the one empty unquoted field
+    conn = sqlite3.connect(":memory:")
+    conn.execute(ddl)
+    conn.execute(f"INSERT INTO w VALUES ({', '.join('?' * n)})", values)
+    line = conn.execute(sql).fetchone()[0]
+    assert next(csv.reader(io.StringIO(line))) == [v if v is not None else "" for v in values]
+    assert line.split(",", 3)[1] == ""  # NULL: unquoted and empty
+    assert line.startswith('"",,')  # the empty string stays quoted
