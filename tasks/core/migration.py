@@ -6,9 +6,10 @@ executor all see the same decisions. Anything lossy or uncertain is a finding;
 errors stop the migration unless accepted by name (`Finding.key`).
 
 Two details carry most of the correctness:
-- the COPY (CSV) line of each row is produced *by SQLite* (C speed) with one
-  expression per column (`copy_expr`); reals go through ``printf('%!.17g')``,
-  17 significant digits, so no bit of a double is lost;
+- the COPY (CSV) line of each row is produced *by SQLite* (C speed): one
+  printf() over an expression per column (`copy_expr`, or `copy_field` `"%w"`
+  for NOT NULL text); reals go through ``printf('%!.17g')``, 17 significant
+  digits, so no bit of a double is lost;
 - validation hashes one canonical text per value on both sides (`canon_*`):
   SQLite/Python from the source values, PostgreSQL from the typed values it
   stored. A lossy conversion therefore changes the checksum.
