@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -15,8 +16,12 @@ from tests.e2e.test_1_release_docker import records, served_version
 
 
 def start_release(stack: Stack, version: str, env: str = "staging") -> subprocess.Popen[bytes]:
+    """A release in its own process, its output in a file: a pipe nobody reads until
+    the end fills up (64 KB of build and Prefect logs) and blocks the release in a
+    write() before it ever deploys."""
     p = stack.params(env)
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -33,9 +38,17 @@ def start_release(stack: Stack, version: str, env: str = "staging") -> subproces
             "--notifier",
             p["notifier"],
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc: subprocess.Popen[bytes]) -> str:
+    log = proc.log  # type: ignore[attr-defined]
+    log.seek(0)
+    return str(log.read().decode(errors="replace")[-3000:])
 
 
 def wait_in_progress(
@@ -45,6 +58,7 @@ def wait_in_progress(
     step: str | None = None,
     timeout: float = 120,
     or_later: bool = False,
+    proc: subprocess.Popen[bytes] | None = None,
 ):
     """The release's record once it is in `step` (or, with `or_later`, any later phase:
     on a loaded machine a poll can miss a short step)."""
@@ -61,7 +75,11 @@ def wait_in_progress(
             ):
                 return r
         time.sleep(0.1)
-    raise AssertionError(f"{version} never reached {step or 'in-progress'}")
+    last = [r for r in records(stack, env) if r.version == version]
+    raise AssertionError(
+        f"{version} never reached {step or 'in-progress'}; record: {last[-1:]}; "
+        + (output(proc) if proc is not None else "")
+    )
 
 
 def test_second_release_is_refused_naming_holder_and_other_environment_runs_in_parallel(stack):
@@ -70,15 +88,15 @@ def test_second_release_is_refused_naming_holder_and_other_environment_runs_in_p
 
     holder = start_release(stack, "v7")
     try:
-        held = wait_in_progress(stack, "v7")
+        held = wait_in_progress(stack, "v7", proc=holder)
         with pytest.raises(ReleaseLocked) as err:
             release("v8", lock_timeout_s=1, **stack.params())
         assert held.flow_run_name and held.flow_run_name in str(err.value)
         assert "locked by" in str(err.value)
         # once staging has pushed v7, production promotes the same digest while staging still runs
-        wait_in_progress(stack, "v7", step="deploy", timeout=300, or_later=True)
+        wait_in_progress(stack, "v7", step="deploy", timeout=300, or_later=True, proc=holder)
         production = release("v7", **stack.params("production"))
-        assert holder.wait(300) == 0, holder.stdout.read().decode()[-3000:] if holder.stdout else ""
+        assert holder.wait(300) == 0, output(holder)
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -100,7 +118,7 @@ def test_sigkill_during_deploy_then_recover_restores_previous(stack, docker_clie
     before = served_version(stack)
     proc = start_release(stack, "v9")
     try:
-        rec = wait_in_progress(stack, "v9", step="deploy")
+        rec = wait_in_progress(stack, "v9", step="deploy", proc=proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             found = docker_client.containers.list(  # a container may go while we look
