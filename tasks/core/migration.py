@@ -7,9 +7,9 @@ errors stop the migration unless accepted by name (`Finding.key`).
 
 Two details carry most of the correctness:
 - the COPY (CSV) line of each row is produced *by SQLite* (C speed): one
-  printf() over an expression per column (`copy_expr`, or `copy_field` `"%w"`
-  for NOT NULL text); reals go through ``printf('%!.17g')``, 17 significant
-  digits, so no bit of a double is lost;
+  printf() over one argument per column (`copy_field` and `copy_arg`: the
+  column's CSV expression, or `"%w"` of NOT NULL text); reals go through
+  ``printf('%!.17g')``, 17 significant digits, so no bit of a double is lost;
 - validation hashes one canonical text per value on both sides (`canon_*`):
   SQLite/Python from the source values, PostgreSQL from the typed values it
   stored. A lossy conversion therefore changes the checksum.
@@ -139,13 +139,12 @@ class PlanColumn(BaseModel):
     notnull: bool
     default_sql: str | None
     identity: bool
-    copy_expr: str  # SQLite expression: this value as one CSV field for COPY
     src_value: str  # SQLite expression: the value itself, for the NULL test of the canonical form
     src_canon: str  # SQLite expression: canonical text, or the raw value for `canon_kind`
     canon_kind: str  # plain | double | json | timestamp | date: who finishes the canonical text
     pg_canon: str  # PostgreSQL expression: the same canonical text from the stored value
-    pg_copy: str | None = None  # PostgreSQL expression: the stored value as copy_expr rendered it
-    copy_field: str = "%s"  # the printf() conversion that renders copy_arg as copy_expr would
+    pg_copy: str | None = None  # PostgreSQL expression: the stored value as the COPY rendered it
+    copy_field: str = "%s"  # printf() conversion: copy_arg as one CSV field for COPY
     copy_arg: str = ""  # SQLite expression handed to copy_field
 
 
@@ -393,7 +392,6 @@ def build_plan(
                     notnull=c.notnull,
                     default_sql=default,
                     identity=identity,
-                    copy_expr=f"coalesce({copy_expr}, '')",
                     # SQLite enforces NOT NULL (quick_check reports a schema edited around
                     # it), so the column needs no NULL test: printf quotes it in C.
                     copy_field='"%w"' if fast_text else "%s",
