@@ -797,7 +797,8 @@ def pg_digest(
 ) -> Digest:
     with pg_connect(dsn, password) as pg:
         pg.execute("SET search_path = public")
-        pg.execute("SET work_mem = '64MB'")  # the ordered aggregate sorts in memory
+        pg.execute("SET work_mem = '64MB'")  # the key order sorts in memory
+        pg.execute("SET max_parallel_workers_per_gather = 0")  # see pg_digest_sql
         if ordered(t):
             row = pg.execute(pg_digest_sql(t, schema, rng)).fetchone()
         else:

@@ -955,19 +955,27 @@ def source_digest_sql(t: PlanTable, where: str = "") -> str:
 
 def pg_digest_sql(t: PlanTable, schema: str, rng: tuple[int, int] | None) -> str:
     """PostgreSQL: (rows, md5 of the same text the source side hashed) over the stored
-    values: the COPY lines, each ending in a newline, or the canonical lines joined."""
+    values: the COPY lines, each ending in a newline, or the canonical lines joined.
+
+    The lines come from a subquery in key order rather than `string_agg(.. ORDER BY)`:
+    PostgreSQL 15 sorts an ordered aggregate's input itself even when the rows already
+    arrive in order (votes: 1.2 s against 0.8 s). A subquery with ORDER BY is never
+    flattened, and the caller turns parallel plans off, so the aggregate reads the
+    subquery's order. Should a plan ever read them out of order, the digest differs
+    and validation fails loudly: order can cost a false alarm, never a false pass.
+    """
     where = ""
     if rng is not None:
         ident = next(c for c in t.columns if c.identity)
         where = f" WHERE {quote_ident(ident.name)} BETWEEN {int(rng[0])} AND {int(rng[1])}"
     if stream_digested(t):
-        line = " || ',' || ".join(str(c.pg_copy) for c in t.columns)
-        agg = f"string_agg({line} || E'\\n', ''"
+        line, sep = " || ',' || ".join(str(c.pg_copy) for c in t.columns) + " || E'\\n'", "''"
     else:
-        agg = f"string_agg({pg_line_sql(t)}, E'\\n'"
+        line, sep = pg_line_sql(t), "E'\\n'"
     return (
-        f"SELECT count(*), md5(coalesce({agg} ORDER BY {_order_by(t, 'pg')}), ''))"
-        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{where}"
+        f"SELECT count(*), md5(coalesce(string_agg(l, {sep}), ''))"
+        f" FROM (SELECT {line} AS l FROM {quote_ident(schema)}.{quote_ident(t.name)}{where}"
+        f" ORDER BY {_order_by(t, 'pg')}) lines"
     )
 
 
