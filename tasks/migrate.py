@@ -76,6 +76,7 @@ from tasks.core.migration import (
 )
 from tasks.core.redact import redact
 from tasks.core.sqlmap import ColumnStats, quote_ident
+from tasks.core.triggers import trigger_sql
 from tasks.sqlite_scan import Raw, merge_raw, open_readonly, scan_table_raw, stats_of
 
 STAGE = "shipyard_stage"
@@ -966,6 +967,15 @@ def finish_target(
             for v in plan.views
             if views
         ]
+        for tr in plan.triggers:  # disabled until the swap: the catch-up must not fire them
+            submit(
+                [keyed[tr.table]],
+                _exec_all,
+                dsn,
+                password,
+                trigger_sql(tr, STAGE, f"{STAGE}, public"),
+                f"creating trigger {tr.name!r} failed",
+            )
         for t in plan.tables:  # a table's foreign keys once it and its parents have keys
             if t.fks:
                 deps = [keyed[t.name], *[keyed[fk.parent] for fk in t.fks if fk.parent in keyed]]
@@ -1139,7 +1149,8 @@ def _pg_view(dsn: str, password: str, name: str) -> tuple[int, int]:
 
 
 def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
-    """One transaction: what the target held under these names moves aside, staging moves in.
+    """One transaction: what the target held under these names moves aside, staging moves in,
+    and the translated triggers start firing (on the target's tables, resolving names there).
 
     The previous tables stay in `shipyard_previous` until the next migration,
     so a bad cutover can be undone by hand without a restore.
@@ -1164,6 +1175,14 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
                     what = {"v": "VIEW", "m": "MATERIALIZED VIEW"}.get(kind, "TABLE")
                     pg.execute(f"ALTER {what} {tgt}.{quote_ident(name)} SET SCHEMA {PREVIOUS}")
                     moved.append(name)
+                functions = [tr.function for tr in plan.triggers]
+                for (name,) in pg.execute(
+                    "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname = %s AND p.proname = ANY(%s) AND p.pronargs = 0",
+                    (target_schema, functions),
+                ).fetchall():
+                    pg.execute(f"ALTER FUNCTION {tgt}.{quote_ident(name)}() SET SCHEMA {PREVIOUS}")
+                    moved.append(f"{name}()")
                 for t in plan.tables:
                     pg.execute(f"ALTER TABLE {STAGE}.{quote_ident(t.name)} SET SCHEMA {tgt}")
                     pg.execute(
@@ -1171,6 +1190,14 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
                     )
                 for v in plan.views:
                     pg.execute(f"ALTER VIEW {STAGE}.{quote_ident(v.name)} SET SCHEMA {tgt}")
+                for tr in plan.triggers:
+                    fn = quote_ident(tr.function)
+                    pg.execute(f"ALTER FUNCTION {STAGE}.{fn}() SET SCHEMA {tgt}")
+                    pg.execute(f"ALTER FUNCTION {tgt}.{fn}() SET search_path = {tgt}, public")
+                    pg.execute(
+                        f"ALTER TABLE {tgt}.{quote_ident(tr.table)}"
+                        f" ENABLE TRIGGER {quote_ident(tr.name)}"
+                    )
                 pg.execute(f"DROP SCHEMA {STAGE}")
         except psycopg.Error as exc:
             raise _pg_error(exc, password, "the swap into place failed") from exc

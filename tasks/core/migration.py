@@ -37,6 +37,7 @@ from tasks.core.sqlddl import (
     view_select,
 )
 from tasks.core.sqlmap import ColumnStats, Finding, Severity, blocking, map_column, quote_ident
+from tasks.core.triggers import LEAVE, PlanTrigger, translate_trigger
 
 _F = ConfigDict(frozen=True)
 
@@ -186,6 +187,7 @@ class Plan(BaseModel):
     model_config = _F
     tables: tuple[PlanTable, ...]
     views: tuple[PlanView, ...]
+    triggers: tuple[PlanTrigger, ...] = ()  # created after the copy, enabled by the swap
     findings: tuple[Finding, ...]
     blocking: tuple[Finding, ...]
     needs_citext: bool
@@ -505,17 +507,41 @@ def build_plan(
             )
         except (Untranslatable, DDLError, ValueError) as exc:
             find(Severity.ERROR, "untranslatable", v.name, f"view: {exc}")
+    columns = {t.name: {c.name: c.pg_type for c in t.columns} for t in tables}
+    fn_names: set[str] = set()
+    triggers: list[PlanTrigger] = []
     for tr in schema.triggers:
+        try:
+            triggers.append(
+                translate_trigger(
+                    tr.sql,
+                    resolve_any,
+                    columns,
+                    all_booleans,
+                    function=lambda n: _name(n, "fn", taken=fn_names),
+                )
+            )
+        except (Untranslatable, DDLError, ValueError) as exc:
+            find(
+                Severity.ERROR,
+                "trigger",
+                tr.name,
+                f"trigger on {tr.table} is not translated to PL/pgSQL ({exc});"
+                " accepting migrates without it",
+            )
+            continue
         find(
-            Severity.ERROR,
-            "trigger",
+            Severity.WARNING,
+            "trigger-translated",
             tr.name,
-            f"trigger on {tr.table} is not translated to PL/pgSQL; accepting migrates without it",
+            f"trigger on {tr.table} becomes PL/pgSQL function {triggers[-1].function}():"
+            " it runs like SQLite's (never recursively); review it before relying on it",
         )
     stops = blocking(findings, accepted)
     return Plan(
         tables=tuple(tables),
         views=tuple(views),
+        triggers=tuple(triggers),
         findings=tuple(findings),
         blocking=tuple(stops),
         needs_citext=needs_citext,
@@ -1041,6 +1067,16 @@ def plan_markdown(plan: Plan, source: str) -> str:
         lines += ["", *[f"- {x}" for x in extra], ""]
     for v in plan.views:
         lines += [f"## view {v.name}", "", f"`{v.select_sql}`", ""]
+    for tr in plan.triggers:
+        when = f" when `{tr.when}`" if tr.when else ""
+        lines += [
+            f"## trigger {tr.name}",
+            "",
+            f"{tr.timing} {tr.event} on {tr.table}{when}: PL/pgSQL function {tr.function}()",
+            "",
+            *[f"- `{x.replace(LEAVE, 'skip the row')}`" for x in tr.statements],
+            "",
+        ]
     if plan.findings:
         lines += [
             "## Findings",

@@ -216,17 +216,12 @@ def map_column(
         return Mapped(pg_type="double precision", findings=tuple(f))
     if classes <= {"text"}:
         if not classes:
-            pg = {
-                "INTEGER": "bigint",
-                "REAL": "double precision",
-                "TEXT": "text",
-                "BLOB": "bytea",
-            }.get(aff, "numeric")
+            pg = _empty_column_type(declared, aff)
             if aff == "NUMERIC":
                 find(
                     Severity.INFO,
-                    "empty-numeric",
-                    f"no values; declared {declared!r} maps to numeric",
+                    "empty-column",
+                    f"no values; declared {declared!r} maps to {pg}",
                 )
             return Mapped(pg_type=pg, findings=tuple(f))
         if f:
@@ -249,6 +244,27 @@ def map_column(
             return Mapped(pg_type="timestamp", findings=tuple(f))
         return Mapped(pg_type="text", findings=tuple(f))
     return Mapped(pg_type="text", findings=tuple(f))
+
+
+def _empty_column_type(declared: str, aff: str) -> str:
+    """A column with no values yet gets the type its declaration promises: the
+    application will write datetimes into DATETIME, and a numeric column would
+    refuse them (so would a translated trigger's CURRENT_TIMESTAMP)."""
+    d = declared.upper()
+    if "BOOL" in d:
+        return "boolean"
+    if "JSON" in d:
+        return "jsonb"
+    if "DATE" in d and "TIME" not in d:
+        return "date"
+    if _DATE_WORDS.search(d):
+        return "timestamp"
+    return {
+        "INTEGER": "bigint",
+        "REAL": "double precision",
+        "TEXT": "text",
+        "BLOB": "bytea",
+    }.get(aff, "numeric")
 
 
 def blocking(

@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
-from flows.migrate import ValidationFailed, migrate
+from flows.migrate import ValidationFailed, cutover_migration, migrate
 from tasks.core.errors import ConfigError, MigrationError
 from tests.support import services
 
@@ -552,3 +552,136 @@ def test_command_line_json_and_exit_codes(tmp_path, target):
     assert code == 1 and failed["passed"] is False and "t:trigger" in failed["error"]
     code, accepted = cli("--accept", "t:trigger")
     assert code == 0 and accepted["passed"]
+
+
+TRIGGERS = """
+CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, item_id INTEGER,
+    action TEXT NOT NULL, detail TEXT);
+CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL,
+    qty INTEGER NOT NULL DEFAULT 0, pinned BOOLEAN NOT NULL DEFAULT 0, updated_at DATETIME);
+CREATE TRIGGER items_touch AFTER UPDATE ON items
+    BEGIN UPDATE items SET updated_at = CURRENT_TIMESTAMP WHERE id = NEW.id; END;
+CREATE TRIGGER items_log AFTER INSERT ON items FOR EACH ROW
+    BEGIN INSERT INTO audit (item_id, action, detail) VALUES (NEW.id, 'insert', NEW.name); END;
+CREATE TRIGGER "items price" BEFORE INSERT ON items
+    BEGIN SELECT RAISE(ABORT, 'price must be positive') WHERE NEW.price <= 0; END;
+CREATE TRIGGER items_restock AFTER UPDATE OF qty ON items WHEN NEW.qty > OLD.qty
+    BEGIN INSERT INTO audit (item_id, action, detail) VALUES (NEW.id, 'restock', 'qty ' || NEW.qty); END;
+CREATE TRIGGER items_keep BEFORE DELETE ON items WHEN OLD.pinned = 1
+    BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER items_gone AFTER DELETE ON items BEGIN
+    DELETE FROM audit WHERE item_id = OLD.id AND action = 'insert';
+    INSERT INTO audit (item_id, action) VALUES (OLD.id, 'delete');
+END;
+INSERT INTO items (id, name, price, qty, pinned) VALUES (1, 'kept', 1.5, 3, 1), (2, 'plain', 2.5, 1, 0);
+"""
+
+# The same writes in each engine's dialect (PostgreSQL's boolean is TRUE, not 1).
+WRITES = [
+    ("INSERT INTO items (id, name, price, qty) VALUES (10, 'new', 2.5, 1)",) * 2,
+    ("UPDATE items SET qty = 7, price = 3.5 WHERE id = 10",) * 2,
+    ("UPDATE items SET qty = 2 WHERE id = 10",) * 2,  # fewer: no restock row
+    ("UPDATE items SET pinned = 1 WHERE id = 2", "UPDATE items SET pinned = TRUE WHERE id = 2"),
+    ("UPDATE items SET pinned = 0 WHERE id = 2", "UPDATE items SET pinned = FALSE WHERE id = 2"),
+    ("DELETE FROM items WHERE id IN (1, 2)",) * 2,  # 1 is pinned: its delete is skipped
+]
+
+
+def _state(rows: Any) -> list[tuple[Any, ...]]:
+    return [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
+
+
+def _compare_behaviour(db: Path, dsn: str) -> None:
+    """Apply WRITES to a copy of the source and to PostgreSQL; tables must end the same."""
+    copy = db.with_name("behaviour.db")
+    copy.write_bytes(db.read_bytes())
+    lite = sqlite3.connect(copy)
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        for sqlite_sql, pg_sql in WRITES:
+            lite.execute(sqlite_sql)
+            pg.execute(pg_sql)
+        with pytest.raises(sqlite3.IntegrityError, match="price must be positive"):
+            lite.execute("INSERT INTO items (id, name, price) VALUES (11, 'bad', -1)")
+        with pytest.raises(psycopg.errors.RaiseException, match="price must be positive"):
+            pg.execute("INSERT INTO items (id, name, price) VALUES (11, 'bad', -1)")
+        lite.commit()
+        items = "SELECT id, name, price, qty, pinned, updated_at IS NOT NULL FROM items ORDER BY id"
+        audit = "SELECT id, item_id, action, detail FROM audit ORDER BY id"
+        for q in (items, audit):
+            assert _state(pg.execute(q).fetchall()) == _state(lite.execute(q).fetchall()), q
+        assert pg.execute("SELECT count(*) FROM audit WHERE action = 'restock'").fetchone() == (1,)
+    lite.close()
+
+
+def test_triggers_are_translated_and_behave_as_in_sqlite(tmp_path, target):
+    """Six triggers become PL/pgSQL and, after the swap, turn the same writes into the same
+    rows as SQLite: the self-touching AFTER UPDATE runs once (SQLite never recurses),
+    UPDATE OF and WHEN filter, RAISE(ABORT) refuses, RAISE(IGNORE) skips the delete.
+    A re-run moves the first run's functions aside instead of stacking triggers."""
+    db = _source(tmp_path, TRIGGERS)
+    report = run(db, target)
+    assert report.passed and not report.blocking
+    translated = sorted(f.table for f in report.findings if f.code == "trigger-translated")
+    assert translated == sorted(
+        ["items_touch", "items_log", "items price", "items_restock", "items_keep", "items_gone"]
+    )
+    with psycopg.connect(target) as pg:  # the load fired nothing: audit holds SQLite's rows
+        assert pg.execute("SELECT action FROM audit ORDER BY id").fetchall() == [("insert",)] * 2
+    assert run(db, target).passed
+    with psycopg.connect(target) as pg:
+        where = pg.execute(
+            "SELECT n.nspname, count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT g.tgisinternal"
+            " AND g.tgenabled = 'O' GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert where == [("public", 6), ("shipyard_previous", 6)]
+        functions = pg.execute(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'public' AND p.prorettype = 'trigger'::regtype"
+        ).fetchone()
+        assert functions == (6,)
+    _compare_behaviour(db, target)
+
+
+def test_the_cutover_catch_up_fires_no_trigger(tmp_path, target):
+    """Writes the old version accepted during the bulk copy reach staging by the catch-up;
+    the triggers already fired for them in SQLite, so staging's stay disabled until the
+    swap. Enabled, the catch-up of items (after audit's, in table order) would add and
+    remove audit rows, and validation would refuse the cutover."""
+    db = _source(tmp_path, TRIGGERS)
+
+    def freeze() -> None:
+        conn = sqlite3.connect(db)
+        conn.execute("INSERT INTO items (id, name, price) VALUES (20, 'late', 4.0)")
+        conn.execute("UPDATE items SET qty = 9 WHERE id = 2")
+        conn.execute("DELETE FROM items WHERE id = 2")
+        conn.commit()
+        conn.close()
+
+    cut = cutover_migration(
+        str(db), PostgresDatabase(dsn=SecretStr(target)), freeze, lambda: None, drain_s=0
+    )
+    assert cut.validation.passed and set(cut.rows_caught_up) == {"items", "audit"}
+    lite = sqlite3.connect(db)
+    with psycopg.connect(target) as pg:
+        for q in (
+            "SELECT id, name, price, qty, pinned, updated_at IS NOT NULL FROM items ORDER BY id",
+            "SELECT id, item_id, action, detail FROM audit ORDER BY id",
+        ):
+            assert _state(pg.execute(q).fetchall()) == _state(lite.execute(q).fetchall()), q
+        enabled = pg.execute("SELECT count(*) FROM pg_trigger WHERE tgenabled = 'O'").fetchone()
+        assert enabled == (6,)  # and after the swap, they fire
+    lite.close()
+
+
+def test_untranslatable_trigger_statements_stay_blocking(tmp_path, migrated_target):
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+        " CREATE TRIGGER t_json AFTER INSERT ON t BEGIN"
+        "  UPDATE t SET v = json_extract(NEW.v, '$.a') WHERE id = NEW.id; END;",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match=r"t_json:trigger.*json_extract"):
+        run(db, migrated_target)
+    assert fingerprint(migrated_target) == before

@@ -70,3 +70,23 @@ def test_refused_data_is_an_error_finding_that_blocks_unless_accepted():
     assert len(blocking(findings)) == 3
     left = blocking(findings, {"votes.position:mixed-storage": True, "t:nul-in-text": True})
     assert [f.code for f in left] == ["int-overflow"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ("DATETIME", "timestamp"),
+        ("TIMESTAMP", "timestamp"),
+        ("DATE", "date"),
+        ("BOOLEAN", "boolean"),
+        ("JSON", "jsonb"),
+        ("DECIMAL(10,2)", "numeric"),
+        ("INTEGER", "bigint"),
+        ("VARCHAR(20)", "text"),
+        ("", "bytea"),
+    ],
+)
+def test_an_empty_column_gets_the_type_its_declaration_promises(declared, expected):
+    mapped = map_column("t", "c", declared, ColumnStats(null=3), None)
+    assert mapped.pg_type == expected
+    assert all(f.severity == Severity.INFO for f in mapped.findings)

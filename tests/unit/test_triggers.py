@@ -1,0 +1,125 @@
+"""SQLite triggers to PL/pgSQL: the translation is plain data, checked here without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.core.sqlddl import DDLError, Untranslatable
+from tasks.core.triggers import function_body, translate_trigger, trigger_sql
+
+COLUMNS = {
+    "items": {"id": "bigint", "price": "double precision", "flag": "boolean", "at": "timestamp"},
+    "log book": {"id": "bigint", "item_id": "bigint", "note": "text", "at": "timestamp"},
+}
+NAMES = {n.lower(): n for t, cols in COLUMNS.items() for n in (t, *cols)}
+
+
+def tr(sql: str):
+    return translate_trigger(sql, lambda n: NAMES.get(n.lower()), COLUMNS, frozenset({"flag"}))
+
+
+def test_statements_keep_their_meaning_over_new_and_old():
+    t = tr(
+        "CREATE TRIGGER IF NOT EXISTS main.t1 AFTER UPDATE OF Price ON Items FOR EACH ROW"
+        " WHEN NEW.price <> OLD.price AND new.flag = 1 BEGIN"
+        " UPDATE items SET at = CURRENT_TIMESTAMP, flag = 0 WHERE id = NEW.id;"
+        " INSERT INTO \"log book\" (item_id, note, at) VALUES (OLD.id, 'was ' || OLD.price, datetime('now'));"
+        " DELETE FROM \"log book\" WHERE item_id = OLD.id AND note = 'x';"
+        " END;"
+    )
+    assert (t.name, t.table, t.timing, t.event) == ("t1", "items", "AFTER", 'UPDATE OF "price"')
+    assert t.when == 'NEW."price" <> OLD."price" AND NEW."flag" = TRUE'
+    update, insert, delete = t.statements
+    # a timestamp column gets a timestamp, a boolean column a boolean: no runtime cast errors
+    assert update == (
+        'UPDATE "items" SET "at" = (now() AT TIME ZONE \'UTC\')::timestamp(0), "flag" = FALSE'
+        ' WHERE "id" = NEW."id";'
+    )
+    assert insert.startswith('INSERT INTO "log book" ("item_id", "note", "at") VALUES (OLD."id",')
+    assert insert.endswith("(now() AT TIME ZONE 'UTC')::timestamp(0));")
+    assert delete == 'DELETE FROM "log book" WHERE "item_id" = OLD."id" AND "note" = \'x\';'
+
+
+def test_raise_guards_become_if_then_raise_and_ignore_skips_the_row():
+    abort = tr(
+        "CREATE TRIGGER g BEFORE INSERT ON items BEGIN"
+        " SELECT RAISE(ABORT, 'it''s negative') WHERE NEW.price < 0;"
+        " SELECT CASE WHEN NEW.price > 100 THEN RAISE(FAIL, 'too big') END;"
+        " END"
+    )
+    assert abort.timing == "BEFORE" and abort.event == "INSERT"
+    assert abort.statements == (
+        "IF (NEW.\"price\" < 0) THEN RAISE EXCEPTION USING MESSAGE = 'it''s negative'; END IF;",
+        "IF (NEW.\"price\" > 100) THEN RAISE EXCEPTION USING MESSAGE = 'too big'; END IF;",
+    )
+    ignore = tr(
+        'CREATE TRIGGER k BEFORE DELETE ON items BEGIN SELECT RAISE(IGNORE) FROM "log book"'
+        " WHERE item_id = OLD.id; END"
+    )
+    body = function_body(ignore)
+    assert 'IF EXISTS (SELECT 1 FROM "log book" WHERE ("item_id" = OLD."id")) THEN' in body
+    assert "RETURN NULL; END IF;" in body  # the row is skipped
+    assert body.rstrip().endswith("RETURN OLD;\nEND")  # otherwise the delete goes ahead
+
+
+def test_the_body_never_recurses_and_before_triggers_keep_the_row():
+    t = tr("CREATE TRIGGER touch UPDATE ON items BEGIN UPDATE items SET flag = 1; END")
+    assert t.timing == "BEFORE"  # SQLite's default
+    body = function_body(t)
+    guard = body.split("current_setting('", 1)[1].split("'", 1)[0]
+    assert guard.startswith("shipyard.trigger_")
+    assert body.index(f"set_config('{guard}', 'on', true)") < body.index("UPDATE")
+    assert body.count(f"set_config('{guard}', '', true)") == 1
+    assert "RETURN NEW;" in body
+    after = tr("CREATE TRIGGER a AFTER DELETE ON items BEGIN DELETE FROM items; END")
+    assert "RETURN NULL;\nEND" in function_body(after)
+
+
+def test_created_disabled_with_hostile_names_quoted_and_a_safe_dollar_tag():
+    t = tr(
+        'CREATE TRIGGER "x"" ; DROP TABLE items; --" AFTER INSERT ON "log book" BEGIN'
+        " INSERT INTO items (id, price) VALUES (NEW.id, length('$shipyard$')); END"
+    )
+    create_fn, create_trigger, disable = trigger_sql(t, "stage", '"app", public')
+    assert create_fn.startswith('CREATE FUNCTION "stage"."x"" ; DROP TABLE items; --"()')
+    assert 'SET search_path = "app", public AS $shipyard_$' in create_fn
+    assert create_fn.endswith("$shipyard_$")
+    assert 'CREATE TRIGGER "x"" ; DROP TABLE items; --" AFTER INSERT ON "stage"."log book"' in (
+        create_trigger
+    )
+    assert disable == 'ALTER TABLE "stage"."log book" DISABLE TRIGGER "x"" ; DROP TABLE items; --"'
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [
+        ("CREATE TRIGGER v INSTEAD OF INSERT ON items BEGIN SELECT 1; END", Untranslatable),
+        ("CREATE TRIGGER s AFTER INSERT ON items BEGIN SELECT 1; END", Untranslatable),
+        (
+            "CREATE TRIGGER o AFTER INSERT ON items BEGIN UPDATE OR IGNORE items SET flag = 0; END",
+            Untranslatable,
+        ),
+        (
+            "CREATE TRIGGER r AFTER INSERT ON items BEGIN REPLACE INTO items (id) VALUES (1); END",
+            Untranslatable,
+        ),
+        (
+            "CREATE TRIGGER j AFTER INSERT ON items BEGIN UPDATE items SET price = json_extract(NEW.price, '$'); END",
+            Untranslatable,
+        ),
+        ("CREATE TRIGGER m AFTER INSERT ON missing BEGIN DELETE FROM items; END", Untranslatable),
+        (
+            "CREATE TRIGGER c AFTER INSERT ON items BEGIN UPDATE items SET nope = 1; END",
+            Untranslatable,
+        ),
+        ("CREATE TRIGGER e AFTER INSERT ON items BEGIN END", DDLError),
+        ("CREATE TRIGGER b AFTER INSERT ON items DELETE FROM items", DDLError),
+        (
+            "CREATE TRIGGER w AFTER INSERT ON items BEGIN WITH x AS (SELECT 1) DELETE FROM items; END",
+            Untranslatable,
+        ),
+    ],
+)
+def test_what_has_no_faithful_translation_is_refused(sql, error):
+    with pytest.raises(error):
+        tr(sql)
