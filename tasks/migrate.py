@@ -76,7 +76,7 @@ from tasks.core.migration import (
 )
 from tasks.core.redact import redact
 from tasks.core.sqlmap import ColumnStats, quote_ident
-from tasks.core.triggers import trigger_sql
+from tasks.core.triggers import PlanTrigger, trigger_sql
 from tasks.sqlite_scan import Raw, merge_raw, open_readonly, scan_table_raw, stats_of
 
 STAGE = "shipyard_stage"
@@ -968,14 +968,7 @@ def finish_target(
             if views
         ]
         for tr in plan.triggers:  # disabled until the swap: the catch-up must not fire them
-            submit(
-                [keyed[tr.table]],
-                _exec_all,
-                dsn,
-                password,
-                trigger_sql(tr, STAGE, f"{STAGE}, public"),
-                f"creating trigger {tr.name!r} failed",
-            )
+            submit([keyed[tr.table]], create_trigger, dsn, password, tr)
         for t in plan.tables:  # a table's foreign keys once it and its parents have keys
             if t.fks:
                 deps = [keyed[t.name], *[keyed[fk.parent] for fk in t.fks if fk.parent in keyed]]
@@ -987,6 +980,31 @@ def finish_target(
         if f.exception() is not None:
             raise f.exception()  # type: ignore[misc]
     return Side({k: f.result() for k, f in digests}, {k: f.result() for k, f in results})
+
+
+def create_trigger(dsn: str, password: str, t: PlanTrigger) -> None:
+    """Create the trigger (disabled), then have PostgreSQL type-check each statement
+    against the staging tables: PL/pgSQL checks only syntax when a function is
+    created, and a type error would otherwise surface in the application's first
+    write after the cutover. EXPLAIN analyses and plans, and runs nothing."""
+    _exec_all(
+        dsn,
+        password,
+        trigger_sql(t, STAGE, f"{STAGE}, public"),
+        f"creating trigger {t.name!r} failed",
+    )
+    with pg_connect(dsn, password, autocommit=True) as pg:
+        pg.execute(f"SET search_path = {STAGE}, public")
+        for probe in t.probes:
+            try:
+                pg.execute(f"EXPLAIN {probe}")
+            except psycopg.Error as exc:
+                msg = redact(str(exc).strip().splitlines()[0], [password])
+                raise MigrationError(
+                    f"trigger {t.name!r} would fail in PostgreSQL: {msg} (in: {probe[:200]})",
+                    hint=f"the target is unchanged; fix the trigger in the source, or accept"
+                    f" '{t.name}:trigger' to migrate without it",
+                ) from exc
 
 
 def build_keys(dsn: str, password: str, plan: Plan) -> None:

@@ -511,6 +511,9 @@ def build_plan(
     fn_names: set[str] = set()
     triggers: list[PlanTrigger] = []
     for tr in schema.triggers:
+        if accepted.get(f"{tr.name}:trigger"):
+            find(Severity.WARNING, "trigger", tr.name, f"trigger on {tr.table} left out (accepted)")
+            continue
         try:
             triggers.append(
                 translate_trigger(

@@ -33,6 +33,7 @@ from tasks.core.sqlddl import (
     DDLError,
     Tok,
     Untranslatable,
+    _boolean_literals,
     _is,
     paren_body,
     split_top,
@@ -56,6 +57,7 @@ class PlanTrigger(BaseModel):
     event: str  # INSERT | DELETE | UPDATE [OF "a", "b"]
     when: str | None  # the WHEN condition over NEW/OLD, already PostgreSQL
     statements: tuple[str, ...]  # PL/pgSQL statements, each ending in ';'
+    probes: tuple[str, ...] = ()  # the same SQL with NEW/OLD as typed NULLs, for EXPLAIN
 
 
 def _guard(t: PlanTrigger) -> str:
@@ -110,13 +112,33 @@ def trigger_sql(t: PlanTrigger, schema: str, search_path: str) -> list[str]:
 # ---------------------------------------------------------------- translation
 
 
-def _rows_refs(toks: list[Tok]) -> list[Tok]:
-    """NEW.x / OLD.x: the record names pass through as keywords, never resolved."""
-    out = list(toks)
-    for i, t in enumerate(out[:-1]):
-        nxt = out[i + 1]
-        if t.kind == "word" and t.text.upper() in ("NEW", "OLD") and nxt.text == ".":
-            out[i] = Tok("record", t.text.upper())
+def _rows_refs(toks: list[Tok], row: Mapping[str, str] | None = None) -> list[Tok]:
+    """NEW.x / OLD.x: the record names pass through as keywords, never resolved. For a
+    probe (`row`: the trigger table's column types), `NEW.x` becomes a NULL of x's type,
+    so PostgreSQL can type-check the statement outside the trigger."""
+    out: list[Tok] = []
+    k = 0
+    while k < len(toks):
+        t = toks[k]
+        if (
+            t.kind == "word"
+            and t.text.upper() in ("NEW", "OLD")
+            and k + 1 < len(toks)
+            and toks[k + 1].text == "."
+        ):
+            if row is None:
+                out.append(Tok("record", t.text.upper()))
+                k += 1
+                continue
+            col = toks[k + 2] if k + 2 < len(toks) else t
+            real = next((n for n in row if n.lower() == col.text.lower()), None)
+            if real is None:
+                raise Untranslatable(f"unknown column {t.text}.{col.text}")
+            out.append(Tok("record", f"CAST(NULL AS {row[real]})"))
+            k += 3
+            continue
+        out.append(t)
+        k += 1
     return out
 
 
@@ -142,14 +164,19 @@ class _Context:
         self.resolve = resolve
         self.columns = columns
         self.booleans = booleans
+        self.row: Mapping[str, str] | None = None  # set: render probes, not PL/pgSQL
+
+    @property
+    def probe(self) -> bool:
+        return self.row is not None
 
     def expr(self, toks: Sequence[Tok], pg_type: str | None = None) -> str:
         if not toks:
             raise DDLError("empty expression in a trigger")
         if pg_type == "boolean" and len(toks) == 1 and toks[0].text in ("0", "1"):
             return "TRUE" if toks[0].text == "1" else "FALSE"
-        return translate(
-            _rows_refs(list(toks)),
+        return translate(  # 0/1 against a boolean column first: a probe hides the column
+            _rows_refs(_boolean_literals(list(toks), self.booleans), self.row),
             self.resolve,
             now_as_text=pg_type in ("text", "citext"),
             booleans=self.booleans,
@@ -188,7 +215,7 @@ def _update(toks: list[Tok], ctx: _Context) -> str:
     sql = f"UPDATE {quote_ident(name)} SET {', '.join(sets)}"
     if where < len(toks):
         sql += f" WHERE {ctx.expr(toks[where + 1 :])}"
-    return sql + ";"
+    return sql + ("" if ctx.probe else ";")
 
 
 def _insert(toks: list[Tok], ctx: _Context) -> str:
@@ -219,9 +246,9 @@ def _insert(toks: list[Tok], ctx: _Context) -> str:
                 + ", ".join(ctx.expr(v, cols[c]) for v, c in zip(values, targets, strict=True))
                 + ")"
             )
-        return f"{head} VALUES {', '.join(rows)};"
+        return f"{head} VALUES {', '.join(rows)}" + ("" if ctx.probe else ";")
     if k < len(toks) and _is(toks[k], "SELECT"):
-        return f"{head} {ctx.expr(toks[k:])};"
+        return f"{head} {ctx.expr(toks[k:])}" + ("" if ctx.probe else ";")
     raise Untranslatable("INSERT ... DEFAULT VALUES")
 
 
@@ -229,11 +256,12 @@ def _delete(toks: list[Tok], ctx: _Context) -> str:
     if not _is(toks[1], "FROM"):
         raise DDLError("DELETE without FROM")
     name, _cols = ctx.table(toks[2])
+    end = "" if ctx.probe else ";"
     if len(toks) == 3:
-        return f"DELETE FROM {quote_ident(name)};"
+        return f"DELETE FROM {quote_ident(name)}{end}"
     if not _is(toks[3], "WHERE") or _find_top(toks, "ORDER", "LIMIT", "RETURNING") < len(toks):
         raise Untranslatable("DELETE with ORDER BY, LIMIT or RETURNING")
-    return f"DELETE FROM {quote_ident(name)} WHERE {ctx.expr(toks[4:])};"
+    return f"DELETE FROM {quote_ident(name)} WHERE {ctx.expr(toks[4:])}{end}"
 
 
 def _raise(args: list[Tok]) -> str:
@@ -284,7 +312,7 @@ def _select(toks: list[Tok], ctx: _Context) -> str:
         test += (f" WHERE {' AND '.join(conds)}" if conds else "") + ")"
     else:
         test = " AND ".join(conds) or "TRUE"
-    return f"IF {test} THEN {action} END IF;"
+    return f"SELECT {test}" if ctx.probe else f"IF {test} THEN {action} END IF;"
 
 
 _STATEMENTS = {"UPDATE": _update, "INSERT": _insert, "REPLACE": _insert, "DELETE": _delete}
@@ -372,6 +400,8 @@ def translate_trigger(
     elif k != begin:
         raise DDLError(f"unexpected {toks[k].text!r} before BEGIN")
     statements = _statements(toks[begin + 1 : -1], ctx)
+    ctx.row = cols
+    probes = _statements(toks[begin + 1 : -1], ctx)
     return PlanTrigger(
         name=name,
         table=table,
@@ -380,4 +410,5 @@ def translate_trigger(
         event=event,
         when=when,
         statements=statements,
+        probes=probes,
     )

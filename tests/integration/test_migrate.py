@@ -685,3 +685,26 @@ def test_untranslatable_trigger_statements_stay_blocking(tmp_path, migrated_targ
     with pytest.raises(MigrationError, match=r"t_json:trigger.*json_extract"):
         run(db, migrated_target)
     assert fingerprint(migrated_target) == before
+
+
+def test_a_trigger_postgresql_would_reject_is_caught_before_the_swap(tmp_path, migrated_target):
+    """PL/pgSQL checks only syntax when a function is created: the statements are also
+    type-checked against staging (EXPLAIN), or the first write after a cutover would fail."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, price REAL);"
+        " INSERT INTO t VALUES (1, 'a', 1.5);"  # before the trigger: price holds only reals
+        " CREATE TRIGGER t_bad AFTER INSERT ON t BEGIN"
+        "  UPDATE t SET price = NEW.name WHERE id = NEW.id; END;",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match=r"trigger 't_bad' would fail in PostgreSQL") as info:
+        run(db, migrated_target)
+    assert "double precision" in str(info.value) and "t_bad:trigger" in (info.value.hint or "")
+    assert fingerprint(migrated_target) == before
+    report = run(db, migrated_target, accept=["t_bad:trigger"])
+    assert report.passed
+    with psycopg.connect(migrated_target) as pg:
+        assert pg.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (
+            0,
+        )

@@ -62,6 +62,25 @@ def test_raise_guards_become_if_then_raise_and_ignore_skips_the_row():
     assert body.rstrip().endswith("RETURN OLD;\nEND")  # otherwise the delete goes ahead
 
 
+def test_probes_are_the_statements_with_new_and_old_as_typed_nulls():
+    t = tr(
+        "CREATE TRIGGER p BEFORE UPDATE ON items BEGIN"
+        " SELECT RAISE(ABORT, 'no') WHERE NEW.flag = 1 AND OLD.price > 2;"
+        " UPDATE items SET at = CURRENT_TIMESTAMP WHERE id = NEW.id;"
+        ' DELETE FROM "log book" WHERE item_id = OLD.id; END'
+    )
+    assert t.probes == (
+        "SELECT (CAST(NULL AS boolean) = TRUE AND CAST(NULL AS double precision) > 2)",
+        'UPDATE "items" SET "at" = (now() AT TIME ZONE \'UTC\')::timestamp(0)'
+        ' WHERE "id" = CAST(NULL AS bigint)',
+        'DELETE FROM "log book" WHERE "item_id" = CAST(NULL AS bigint)',
+    )
+    with pytest.raises(Untranslatable, match=r"NEW\.nope"):
+        tr(
+            "CREATE TRIGGER q AFTER INSERT ON items BEGIN DELETE FROM items WHERE id = NEW.nope; END"
+        )
+
+
 def test_the_body_never_recurses_and_before_triggers_keep_the_row():
     t = tr("CREATE TRIGGER touch UPDATE ON items BEGIN UPDATE items SET flag = 1; END")
     assert t.timing == "BEFORE"  # SQLite's default
