@@ -280,11 +280,90 @@ CAST_TYPES = {
 # SQLite's CURRENT_TIMESTAMP is UTC text 'YYYY-MM-DD HH:MM:SS'; PostgreSQL's is a
 # timestamptz rendered in the session zone: translate to the same UTC value.
 UTC_NOW_TEXT = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-UTC_NOW = "(now() AT TIME ZONE 'UTC')::timestamp(0)"
+UTC_NOW = (
+    "date_trunc('second', now() AT TIME ZONE 'UTC')"  # SQLite truncates; ::timestamp(0) rounds
+)
 
 
 class Untranslatable(ValueError):
     """An expression uses a SQLite feature with no faithful PostgreSQL equivalent."""
+
+
+# strftime() conversions with a to_char() equivalent (SQLite's %f is seconds.milliseconds)
+_STRFTIME = {
+    "Y": "YYYY",
+    "m": "MM",
+    "d": "DD",
+    "H": "HH24",
+    "M": "MI",
+    "S": "SS",
+    "f": "SS.MS",
+    "j": "DDD",
+    "F": "YYYY-MM-DD",
+    "T": "HH24:MI:SS",
+}
+_FIXED = {"DATE": "%Y-%m-%d", "TIME": "%H:%M:%S", "DATETIME": "%Y-%m-%d %H:%M:%S"}
+# Layouts PostgreSQL reads back as a timestamp, for a timestamp/date column's value.
+_TIMESTAMP_LAYOUTS = {
+    "YYYY-MM-DD",
+    "YYYY-MM-DD HH24:MI:SS",
+    "YYYY-MM-DD HH24:MI:SS.MS",
+    'YYYY-MM-DD"T"HH24:MI:SS',
+    'YYYY-MM-DD"T"HH24:MI:SS.MS',
+}
+
+
+def _to_char_literal(text: str) -> str:
+    """Literal text inside a to_char() layout: double-quoted, so no letter is a pattern."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _now_function(name: str, args: list[list[Tok]], now_as_text: bool) -> str:
+    """date/time/datetime/strftime of 'now' (UTC, like SQLite) as to_char() of the
+    same instant; any other argument or modifier has no faithful equivalent.
+    `strftime('%s', 'now')` is the integer epoch SQLite apps store in INTEGER columns."""
+    texts = [a[0].text if len(a) == 1 and a[0].kind == "str" else None for a in args]
+    if name == "STRFTIME":
+        fmt, rest = (texts[0], texts[1:]) if texts else (None, [])
+    else:
+        fmt, rest = _FIXED[name], texts
+    if fmt is None or [t.lower() if t else t for t in rest] != ["'now'"]:
+        raise Untranslatable(f"{name.lower()}() of anything but 'now' has no faithful equivalent")
+    fmt = fmt[1:-1].replace("''", "'") if name == "STRFTIME" else fmt
+    if fmt == "%s":
+        return "floor(extract(epoch FROM now()))::bigint"
+    layout, literal, i = [], "", 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt) and fmt[i + 1] in _STRFTIME:
+            if literal:
+                layout.append(_to_char_literal(literal))
+                literal = ""
+            layout.append(_STRFTIME[fmt[i + 1]])
+            i += 2
+        elif fmt[i] == "%" and fmt[i + 1 : i + 2] == "%":
+            literal += "%"
+            i += 2
+        elif fmt[i] == "%":
+            raise Untranslatable(f"strftime() conversion {fmt[i : i + 2]!r}")
+        else:
+            literal += fmt[i]
+            i += 1
+    if literal:
+        layout.append(_to_char_literal(literal))
+    text = "".join(layout)
+    for sep in ("-", ":", " ", "."):  # plain separators read the same unquoted
+        text = text.replace(f'"{sep}"', sep)
+    quoted = text.replace("'", "''")
+    sql = f"to_char(now() AT TIME ZONE 'UTC', '{quoted}')"
+    if now_as_text:
+        return sql
+    if text == "YYYY-MM-DD HH24:MI:SS":
+        return UTC_NOW
+    if text == "YYYY-MM-DD":
+        return "(now() AT TIME ZONE 'UTC')::date"
+    if text not in _TIMESTAMP_LAYOUTS:
+        raise Untranslatable(f"strftime({fmt!r}) is not a date or timestamp")
+    return f"CAST({sql} AS timestamp)"
 
 
 def translate(
@@ -326,8 +405,8 @@ def translate(
                 continue
             elif up in ("MAX", "MIN"):
                 fn = up.lower()
-            elif up == "DATETIME" and [a.text.lower() for a in args] == ["'now'"]:
-                out.append(UTC_NOW_TEXT if now_as_text else UTC_NOW)
+            elif up in ("DATE", "TIME", "DATETIME", "STRFTIME"):
+                out.append(_now_function(up, split_top(args), now_as_text))
                 k = end
                 continue
             elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):

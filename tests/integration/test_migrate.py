@@ -708,3 +708,36 @@ def test_a_trigger_postgresql_would_reject_is_caught_before_the_swap(tmp_path, m
         assert pg.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (
             0,
         )
+
+
+def test_defaults_of_now_keep_sqlite_text_layouts(tmp_path, target):
+    """date/time/strftime of 'now' in DEFAULTs become to_char() of the same UTC instant:
+    a row the application inserts after the cutover reads like one SQLite wrote."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    db = _source(
+        tmp_path,
+        "CREATE TABLE stamps (id INTEGER PRIMARY KEY,"
+        " iso TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+        " day TEXT DEFAULT (date('now')),"
+        " epoch INTEGER DEFAULT (strftime('%s', 'now')),"
+        " at DATETIME DEFAULT (datetime('now')), note TEXT);"
+        " INSERT INTO stamps (note) VALUES ('sqlite');",
+    )
+    report = run(db, target)
+    assert report.passed and not report.blocking
+    with psycopg.connect(target, autocommit=True) as pg:
+        pg.execute("INSERT INTO stamps (note) VALUES ('postgres')")
+        rows = pg.execute("SELECT iso, day, epoch, at, note FROM stamps ORDER BY id").fetchall()
+    lite = sqlite3.connect(db).execute("SELECT iso, day, epoch, at FROM stamps").fetchone()
+    assert rows[0][:3] == lite[:3]  # the migrated row is SQLite's, unchanged
+    iso, day, epoch, at, note = rows[1]
+    assert note == "postgres"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", iso), iso
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", day) and iso.startswith(day)
+    assert isinstance(epoch, int) and abs(epoch - time.time()) < 120
+    assert abs((at - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 120
+    # one instant, truncated to the second as SQLite does (a cast to timestamp(0) rounds)
+    assert at == datetime.fromisoformat(iso[:-1]).replace(microsecond=0)

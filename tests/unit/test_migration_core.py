@@ -62,10 +62,36 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("CURRENT_TIMESTAMP", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
         ("datetime('now')", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
         ("x'0aff'", "'\\x0aff'::bytea"),
+        ("date('now')", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+        ("TIME('NOW')", "to_char(now() AT TIME ZONE 'UTC', 'HH24:MI:SS')"),
+        (
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        ),
+        (  # literal text is quoted for to_char: no letter becomes a pattern
+            "strftime('at %H o''clock: 100%%', 'now')",
+            "to_char(now() AT TIME ZONE 'UTC', '\"at \"HH24\" o''clock: 100%\"')",
+        ),
+        ("strftime('%s', 'now')", "floor(extract(epoch FROM now()))::bigint"),
     ],
 )
 def test_translation(sqlite, postgres):
     assert tr(sqlite) == postgres
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("datetime('now')", "date_trunc('second', now() AT TIME ZONE 'UTC')"),
+        ("date('now')", "(now() AT TIME ZONE 'UTC')::date"),
+        (
+            "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+            "CAST(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AS timestamp)",
+        ),
+    ],
+)
+def test_now_for_a_timestamp_or_date_column_is_a_timestamp(sqlite, postgres):
+    assert tr(sqlite, now_as_text=False) == postgres
 
 
 def test_boolean_columns_compare_with_true_false():
@@ -73,7 +99,17 @@ def test_boolean_columns_compare_with_true_false():
 
 
 @pytest.mark.parametrize(
-    "sql", ["code GLOB '[A-Z]*'", "json_extract(d, '$.a')", "d -> 'a'", "random()"]
+    "sql",
+    [
+        "code GLOB '[A-Z]*'",
+        "json_extract(d, '$.a')",
+        "d -> 'a'",
+        "random()",
+        "date('now', '+1 day')",  # modifiers
+        "date(created)",  # a stored value: its text form depends on the column's type
+        "strftime('%w', 'now')",  # no to_char equivalent (Sunday is 0)
+        "datetime('now', 'localtime')",
+    ],
 )
 def test_no_faithful_equivalent_is_refused(sql):
     with pytest.raises(Untranslatable):

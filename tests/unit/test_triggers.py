@@ -32,11 +32,11 @@ def test_statements_keep_their_meaning_over_new_and_old():
     update, insert, delete = t.statements
     # a timestamp column gets a timestamp, a boolean column a boolean: no runtime cast errors
     assert update == (
-        'UPDATE "items" SET "at" = (now() AT TIME ZONE \'UTC\')::timestamp(0), "flag" = FALSE'
+        'UPDATE "items" SET "at" = date_trunc(\'second\', now() AT TIME ZONE \'UTC\'), "flag" = FALSE'
         ' WHERE "id" = NEW."id";'
     )
     assert insert.startswith('INSERT INTO "log book" ("item_id", "note", "at") VALUES (OLD."id",')
-    assert insert.endswith("(now() AT TIME ZONE 'UTC')::timestamp(0));")
+    assert insert.endswith("date_trunc('second', now() AT TIME ZONE 'UTC'));")
     assert delete == 'DELETE FROM "log book" WHERE "item_id" = OLD."id" AND "note" = \'x\';'
 
 
@@ -71,7 +71,7 @@ def test_probes_are_the_statements_with_new_and_old_as_typed_nulls():
     )
     assert t.probes == (
         "SELECT (CAST(NULL AS boolean) = TRUE AND CAST(NULL AS double precision) > 2)",
-        'UPDATE "items" SET "at" = (now() AT TIME ZONE \'UTC\')::timestamp(0)'
+        "UPDATE \"items\" SET \"at\" = date_trunc('second', now() AT TIME ZONE 'UTC')"
         ' WHERE "id" = CAST(NULL AS bigint)',
         'DELETE FROM "log book" WHERE "item_id" = CAST(NULL AS bigint)',
     )
