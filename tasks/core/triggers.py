@@ -366,6 +366,7 @@ def translate_trigger(
     if k + 1 < len(toks) and toks[k + 1].text == ".":
         k += 2  # schema-qualified name
     name = toks[k].text
+    quote_ident(name)  # a name PostgreSQL would truncate is refused here, not at creation
     k += 1
     timing = "BEFORE"
     if _is(toks[k], "BEFORE", "AFTER"):

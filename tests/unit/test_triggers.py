@@ -142,3 +142,8 @@ def test_created_disabled_with_hostile_names_quoted_and_a_safe_dollar_tag():
 def test_what_has_no_faithful_translation_is_refused(sql, error):
     with pytest.raises(error):
         tr(sql)
+
+
+def test_a_name_postgresql_would_truncate_is_refused_at_plan_time():
+    with pytest.raises(ValueError, match="63 bytes"):
+        tr(f"CREATE TRIGGER {'x' * 64} AFTER INSERT ON items BEGIN DELETE FROM items; END")
