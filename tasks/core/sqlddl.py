@@ -268,6 +268,18 @@ FUNCTIONS = {
     "UPPER": "upper",
     "INSTR": "strpos",
     "TOTAL": "sum",
+    # window functions: the same definitions and default frame in both engines
+    "ROW_NUMBER": "row_number",
+    "RANK": "rank",
+    "DENSE_RANK": "dense_rank",
+    "PERCENT_RANK": "percent_rank",
+    "CUME_DIST": "cume_dist",
+    "NTILE": "ntile",
+    "LAG": "lag",
+    "LEAD": "lead",
+    "FIRST_VALUE": "first_value",
+    "LAST_VALUE": "last_value",
+    "NTH_VALUE": "nth_value",
 }
 CAST_TYPES = {
     "INTEGER": "bigint",
@@ -381,12 +393,21 @@ def translate(
     bare names (aliases) are lower-cased so every use quotes the same way.
     """
     out: list[str] = []
-    toks = _boolean_literals(list(tokens), booleans)
+    toks = _null_order(_boolean_literals(list(tokens), booleans))
     k = 0
     while k < len(toks):
         t = toks[k]
         nxt = toks[k + 1] if k + 1 < len(toks) else None
         up = t.text.upper()
+        if t.kind == "word" and up in ("OVER", "FILTER"):
+            if nxt is None or nxt.kind != "lp":
+                raise Untranslatable("a named window (OVER name)")
+            body, end = paren_body(toks, k + 1)
+            spec = _window_spec(body) if up == "OVER" else body
+            sub = translate(spec, resolve, now_as_text=now_as_text, booleans=booleans)
+            out.append(f"{up} ({sub})")
+            k = end
+            continue
         if (
             t.kind == "word"
             and nxt is not None
@@ -476,6 +497,63 @@ def translate(
             out.append(t.text)
         k += 1
     return _join(out)
+
+
+_ORDER_END = {"LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT", "ROWS", "RANGE", "GROUPS", "WINDOW"}
+_FRAME = {"ROWS", "RANGE", "GROUPS", "BETWEEN", "AND", "UNBOUNDED", "PRECEDING", "FOLLOWING"}
+_FRAME |= {"CURRENT", "ROW", "EXCLUDE", "NO", "OTHERS", "TIES", "GROUP"}
+
+
+def _kw(t: Tok) -> Tok:
+    """A keyword that passes through as written (never resolved as a name)."""
+    return Tok("kw", t.text.upper())
+
+
+def _null_order(toks: list[Tok]) -> list[Tok]:
+    """ORDER BY terms sort NULLs as SQLite does, first ascending and last descending
+    (PostgreSQL's defaults are the opposite), unless a term says NULLS itself."""
+    out: list[Tok] = []
+    k = 0
+    while k < len(toks):
+        t = toks[k]
+        if _is(t, "NULLS") and k + 1 < len(toks) and _is(toks[k + 1], "FIRST", "LAST"):
+            out += [_kw(t), _kw(toks[k + 1])]
+            k += 2
+            continue
+        if not (_is(t, "ORDER") and k + 1 < len(toks) and _is(toks[k + 1], "BY")):
+            out.append(t)
+            k += 1
+            continue
+        depth, j = 0, k + 2
+        while j < len(toks):
+            u = toks[j]
+            depth += u.kind == "lp"
+            depth -= u.kind == "rp"
+            if depth < 0 or u.kind == "semi" or (depth == 0 and _is(u, *_ORDER_END)):
+                break
+            j += 1
+        out += [toks[k], toks[k + 1]]
+        for n, term in enumerate(split_top(toks[k + 2 : j])):
+            term = _null_order(term)
+            if n:
+                out.append(Tok("comma", ","))
+            out += term
+            if not any(x.kind == "kw" and x.text == "NULLS" for x in term):
+                last = "LAST" if _is(term[-1], "DESC") else "FIRST"
+                out += [Tok("kw", "NULLS"), Tok("kw", last)]
+        k = j
+    return out
+
+
+def _window_spec(toks: list[Tok]) -> list[Tok]:
+    """PARTITION BY and the frame's words are keywords only here: elsewhere `rows` or
+    `current` may well be a column."""
+    out = list(toks)
+    frame = next((i for i, t in enumerate(out) if _is(t, "ROWS", "RANGE", "GROUPS")), len(out))
+    for i, t in enumerate(out):
+        if (i == 0 and _is(t, "PARTITION")) or (i >= frame and _is(t, *_FRAME)):
+            out[i] = _kw(t)
+    return out
 
 
 _PREDICATE_OPS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}

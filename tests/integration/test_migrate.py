@@ -741,3 +741,30 @@ def test_defaults_of_now_keep_sqlite_text_layouts(tmp_path, target):
     assert abs((at - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 120
     # one instant, truncated to the second as SQLite does (a cast to timestamp(0) rounds)
     assert at == datetime.fromisoformat(iso[:-1]).replace(microsecond=0)
+
+
+def test_window_functions_and_sqlite_null_order_in_views(tmp_path, target):
+    """Window functions translate as they are, and every ORDER BY sorts NULLs where
+    SQLite does (first ascending, last descending: PostgreSQL's defaults are the
+    opposite). The view check runs both sides over data with NULLs, so a wrong order
+    would change row_number() and lag() and fail the migration."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE scores (id INTEGER PRIMARY KEY, team TEXT, pts INTEGER);"
+        " INSERT INTO scores (team, pts) VALUES ('a', 3), ('a', NULL), ('a', 5), ('b', NULL),"
+        " ('b', 1), ('b', 4), (NULL, 2), ('a', 3);"
+        " CREATE VIEW ranked AS SELECT id, team,"
+        "  row_number() OVER (PARTITION BY team ORDER BY pts DESC, id) AS place,"
+        "  lag(pts, 1, -1) OVER (ORDER BY pts, id) AS prev,"
+        "  sum(pts) OVER (PARTITION BY team ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"
+        "   AS running,"
+        "  count(*) FILTER (WHERE pts > 2) OVER (PARTITION BY team) AS big,"
+        "  (SELECT s.id FROM scores s WHERE s.team = scores.team ORDER BY s.pts LIMIT 1) AS low"
+        " FROM scores;",
+    )
+    report = run(db, target)
+    assert report.passed and [v.name for v in report.validation.views] == ["ranked"]
+    with psycopg.connect(target) as pg:
+        got = pg.execute("SELECT * FROM ranked ORDER BY id").fetchall()
+    want = sqlite3.connect(db).execute("SELECT * FROM ranked ORDER BY id").fetchall()
+    assert _state(got) == _state(want)

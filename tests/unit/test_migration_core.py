@@ -94,6 +94,33 @@ def test_now_for_a_timestamp_or_date_column_is_a_timestamp(sqlite, postgres):
     assert tr(sqlite, now_as_text=False) == postgres
 
 
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        (
+            "row_number() OVER (PARTITION BY a ORDER BY b DESC, c)",
+            'row_number() OVER (PARTITION BY "a" ORDER BY "b" DESC NULLS LAST, "c" NULLS FIRST)',
+        ),
+        (
+            "sum(x) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)",
+            'sum("x") OVER (ORDER BY "id" NULLS FIRST ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)',
+        ),
+        ("count(*) FILTER (WHERE x > 1)", 'count(*) FILTER (WHERE "x" > 1)'),
+        (  # the user's own NULLS order stays; frame words elsewhere are columns
+            "SELECT rows, current FROM t ORDER BY first NULLS LAST LIMIT 2",
+            'SELECT "rows", "current" FROM "t" ORDER BY "first" NULLS LAST LIMIT 2',
+        ),
+    ],
+)
+def test_windows_and_null_order_read_as_in_sqlite(sqlite, postgres):
+    assert tr(sqlite) == postgres
+
+
+def test_a_named_window_is_refused():
+    with pytest.raises(Untranslatable):
+        tr("rank() OVER w")
+
+
 def test_boolean_columns_compare_with_true_false():
     assert tr("active = 1", booleans=frozenset({"active"})) == '"active" = TRUE'
 
