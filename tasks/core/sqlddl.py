@@ -499,7 +499,17 @@ def translate(
     return _join(out)
 
 
-_ORDER_END = {"LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT", "ROWS", "RANGE", "GROUPS", "WINDOW"}
+_ORDER_END = {
+    "LIMIT",
+    "OFFSET",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "ROWS",
+    "RANGE",
+    "GROUPS",
+    "WINDOW",
+}
 _FRAME = {"ROWS", "RANGE", "GROUPS", "BETWEEN", "AND", "UNBOUNDED", "PRECEDING", "FOLLOWING"}
 _FRAME |= {"CURRENT", "ROW", "EXCLUDE", "NO", "OTHERS", "TIES", "GROUP"}
 

@@ -768,3 +768,30 @@ def test_window_functions_and_sqlite_null_order_in_views(tmp_path, target):
         got = pg.execute("SELECT * FROM ranked ORDER BY id").fetchall()
     want = sqlite3.connect(db).execute("SELECT * FROM ranked ORDER BY id").fetchall()
     assert _state(got) == _state(want)
+
+
+def test_text_keeps_sqlite_binary_order_in_a_linguistic_database(postgres, tmp_path):
+    """Text columns are created COLLATE "C": in a database whose default collation is
+    linguistic (en-US, as many managed PostgreSQL instances are), ORDER BY, < and
+    min() still compare bytes as SQLite's BINARY did, and the view check agrees."""
+    name = f"icu{next(_ids)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+        )
+    dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + name
+    words = ["b", "B", "a", "A", "_x", "Zed", "zed", "éclair", "eclair"]
+    db = _source(
+        tmp_path,
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, word TEXT NOT NULL);"
+        " CREATE VIEW w_order AS SELECT word, row_number() OVER (ORDER BY word) AS n,"
+        "  (SELECT min(word) FROM w) AS least, word < 'a' AS below FROM w;",
+        [(i, x) for i, x in enumerate(words, start=1)],
+    )
+    assert run(db, dsn).passed
+    lite = sqlite3.connect(db)
+    with psycopg.connect(dsn) as pg:
+        assert pg.execute("SELECT datcollate IS NOT NULL FROM pg_database").fetchone()
+        got = pg.execute("SELECT word FROM w ORDER BY word").fetchall()
+        assert got == lite.execute("SELECT word FROM w ORDER BY word").fetchall()
+        assert pg.execute("SELECT 'B' < 'a'").fetchone() == (False,)  # the database's own order
