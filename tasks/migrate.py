@@ -882,7 +882,45 @@ def _exec_all(dsn: str, password: str, statements: list[str], what: str) -> None
                 raise _pg_error(exc, password, f"{what}: {sql[:200]}") from exc
 
 
+_DEPENDENTS = """
+WITH moved AS (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s)
+)
+SELECT format('foreign key %%I on %%s', con.conname, con.conrelid::regclass)
+FROM pg_constraint con
+WHERE con.contype = 'f' AND con.confrelid IN (SELECT oid FROM moved)
+  AND con.conrelid NOT IN (SELECT oid FROM moved)
+UNION
+SELECT format('view %%s', r.ev_class::regclass)
+FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM moved)
+  AND r.ev_class NOT IN (SELECT oid FROM moved)
+ORDER BY 1
+"""
+
+
+def _dependents(pg: psycopg.Connection[Any], plan: Plan, target_schema: str) -> None:
+    """Objects outside the migration that hold on to the tables it replaces: a view or a
+    foreign key binds to the table itself, so after the swap it would read, or point
+    at, the copy moved aside, and the next migration's cleanup would drop it. Refused
+    with their names instead, before anything changes."""
+    names = [t.name for t in plan.tables] + [v.name for v in plan.views]
+    found = [
+        r[0] for r in pg.execute(_DEPENDENTS, {"schema": target_schema, "names": names}).fetchall()
+    ]
+    if found:
+        raise MigrationError(
+            f"{len(found)} object(s) outside the migration depend on tables it replaces in"
+            f" {target_schema!r}: " + "; ".join(found[:10]),
+            hint="drop or re-create them after the migration, or migrate into another schema"
+            " (target_schema); the target is unchanged",
+        )
+
+
 def prepare_stage(dsn: str, password: str, plan: Plan, target_schema: str) -> None:
+    with pg_connect(dsn, password, autocommit=True) as pg:
+        _dependents(pg, plan, target_schema)  # fail before the copy, not at the swap
     statements = [
         f"DROP SCHEMA IF EXISTS {STAGE} CASCADE",
         f"CREATE SCHEMA {STAGE}",
@@ -1180,6 +1218,7 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
         try:
             with pg.transaction():
                 pg.execute("SET LOCAL lock_timeout = '15s'")
+                _dependents(pg, plan, target_schema)  # created since the copy began
                 pg.execute(f"DROP SCHEMA IF EXISTS {PREVIOUS} CASCADE")
                 pg.execute(f"CREATE SCHEMA {PREVIOUS}")
                 existing = dict(

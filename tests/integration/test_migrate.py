@@ -795,3 +795,24 @@ def test_text_keeps_sqlite_binary_order_in_a_linguistic_database(postgres, tmp_p
         got = pg.execute("SELECT word FROM w ORDER BY word").fetchall()
         assert got == lite.execute("SELECT word FROM w ORDER BY word").fetchall()
         assert pg.execute("SELECT 'B' < 'a'").fetchone() == (False,)  # the database's own order
+
+
+def test_objects_outside_the_migration_that_hold_its_tables_are_refused(tmp_path, migrated_target):
+    """A view or a foreign key created in PostgreSQL on a migrated table binds to that
+    table: after a re-migration it would read (or point at) the copy moved aside, and
+    the next cleanup would drop it. The re-run names them and changes nothing."""
+    with psycopg.connect(migrated_target, autocommit=True) as pg:
+        pg.execute("CREATE TABLE extra (id int PRIMARY KEY, member bigint REFERENCES members(id))")
+        pg.execute("CREATE VIEW my_notes AS SELECT body FROM notes")
+    before = fingerprint(migrated_target)
+    again = build_rich(tmp_path / "again.db")
+    with pytest.raises(MigrationError) as info:
+        run(again, migrated_target)
+    assert "2 object(s) outside the migration" in str(info.value)
+    assert "foreign key extra_member_fkey on extra" in str(info.value)
+    assert "view my_notes" in str(info.value)
+    assert fingerprint(migrated_target) == before
+    with psycopg.connect(migrated_target, autocommit=True) as pg:
+        pg.execute("DROP VIEW my_notes")
+        pg.execute("ALTER TABLE extra DROP CONSTRAINT extra_member_fkey")
+    assert run(again, migrated_target).passed
