@@ -282,7 +282,7 @@ def _default_sql(raw: str | None, pg_type: str, resolve: Callable[[str], str | N
     toks = tokenize(raw)
     if pg_type == "boolean" and [t.text for t in toks] in (["0"], ["1"]):
         return "false" if toks[0].text == "0" else "true"
-    return translate(toks, resolve, now_as_text=pg_type not in ("timestamp", "date"))
+    return translate(toks, resolve, now_as_text=pg_type in ("text", "citext"))
 
 
 def build_plan(
@@ -496,13 +496,25 @@ def build_plan(
                 has_rowid=not t.without_rowid,
             )
         )
+    kinds: dict[str, set[str]] = {}
+    for pt in tables:
+        for pc in pt.columns:
+            kinds.setdefault(pc.name.lower(), set()).add(pc.pg_type)
+    # date functions in views may read a column that is a timestamp or date in every
+    # table that has one by its name (a name alone does not say which table it is)
+    temporal = frozenset(n for n, k in kinds.items() if k <= {"timestamp", "date"})
     views: list[PlanView] = []
     for v in schema.views:
         try:
             views.append(
                 PlanView(
                     name=v.name,
-                    select_sql=translate(view_select(v.sql), resolve_any, booleans=all_booleans),
+                    select_sql=translate(
+                        view_select(v.sql),
+                        resolve_any,
+                        booleans=all_booleans,
+                        temporal=temporal,
+                    ),
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:

@@ -330,20 +330,29 @@ def _to_char_literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _now_function(name: str, args: list[list[Tok]], now_as_text: bool) -> str:
-    """date/time/datetime/strftime of 'now' (UTC, like SQLite) as to_char() of the
-    same instant; any other argument or modifier has no faithful equivalent.
-    `strftime('%s', 'now')` is the integer epoch SQLite apps store in INTEGER columns."""
-    texts = [a[0].text if len(a) == 1 and a[0].kind == "str" else None for a in args]
-    if name == "STRFTIME":
-        fmt, rest = (texts[0], texts[1:]) if texts else (None, [])
-    else:
-        fmt, rest = _FIXED[name], texts
-    if fmt is None or [t.lower() if t else t for t in rest] != ["'now'"]:
-        raise Untranslatable(f"{name.lower()}() of anything but 'now' has no faithful equivalent")
-    fmt = fmt[1:-1].replace("''", "'") if name == "STRFTIME" else fmt
-    if fmt == "%s":
-        return "floor(extract(epoch FROM now()))::bigint"
+_MODIFIER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s+(day|hour|minute|second)s?\s*", re.I)
+_START_OF = re.compile(r"\s*start\s+of\s+(day|month|year)\s*", re.I)
+_NOW = "now() AT TIME ZONE 'UTC'"
+
+
+def _modified(base: str, modifiers: list[str | None]) -> str:
+    """SQLite's shifts by days, hours, minutes or seconds are exact arithmetic, as
+    PostgreSQL's intervals are; 'start of' is date_trunc. Months and years are not:
+    SQLite turns 31 January + 1 month into 2 or 3 March, PostgreSQL into 28/29 February."""
+    for raw in modifiers:
+        text = None if raw is None else raw[1:-1].replace("''", "'")
+        if text is not None and (m := _MODIFIER.fullmatch(text)):
+            n = m.group(1).lstrip("+")
+            base = f"({base} + interval '{n} {m.group(2).lower()}')"
+        elif text is not None and (m := _START_OF.fullmatch(text)):
+            base = f"date_trunc('{m.group(1).lower()}', {base})"
+        else:
+            raise Untranslatable(f"date modifier {raw} has no faithful equivalent")
+    return base
+
+
+def _layout(fmt: str) -> str:
+    """A strftime() format as a to_char() layout, literal text double-quoted."""
     layout, literal, i = [], "", 0
     while i < len(fmt):
         if fmt[i] == "%" and i + 1 < len(fmt) and fmt[i + 1] in _STRFTIME:
@@ -365,17 +374,78 @@ def _now_function(name: str, args: list[list[Tok]], now_as_text: bool) -> str:
     text = "".join(layout)
     for sep in ("-", ":", " ", "."):  # plain separators read the same unquoted
         text = text.replace(f'"{sep}"', sep)
+    return text
+
+
+def _date_function(
+    name: str,
+    args: list[list[Tok]],
+    now_as_text: bool,
+    column: Callable[[list[Tok]], str | None],
+) -> str:
+    """date/time/datetime/strftime as to_char() of the same instant: of 'now' (UTC,
+    like SQLite), or of a column that became a timestamp or date (its values were
+    all ISO text, which is what SQLite's functions read), shifted by the modifiers
+    that have an exact equivalent. `strftime('%s', …)` is the integer epoch SQLite
+    apps store in INTEGER columns."""
+    if name == "STRFTIME":
+        if not args or len(args[0]) != 1 or args[0][0].kind != "str":
+            raise Untranslatable("strftime() with a format that is not a literal")
+        fmt, args = args[0][0].text[1:-1].replace("''", "'"), args[1:]
+    else:
+        fmt = _FIXED[name]
+    if not args:
+        raise Untranslatable(f"{name.lower()}() without a time value")
+    head = args[0]
+    modifiers = [a[0].text if len(a) == 1 and a[0].kind == "str" else None for a in args[1:]]
+    is_now = len(head) == 1 and head[0].kind == "str" and head[0].text.lower() == "'now'"
+    value = _NOW if is_now else column(head)
+    if value is None:
+        raise Untranslatable(
+            f"{name.lower()}() of anything but 'now' or a date/time column has no faithful"
+            " equivalent"
+        )
+    instant = _modified(value, modifiers)
+    if fmt == "%s":  # text, as SQLite returns it, unless an integer is wanted
+        epoch = f"floor(extract(epoch FROM {instant}))::bigint"
+        return f"{epoch}::text" if now_as_text else epoch
+    if fmt == "%w":  # SQLite's weekday: Sunday is 0, as PostgreSQL's dow
+        return f"extract(dow FROM {instant})::int::text"
+    text = _layout(fmt)
     quoted = text.replace("'", "''")
-    sql = f"to_char(now() AT TIME ZONE 'UTC', '{quoted}')"
+    sql = f"to_char({instant}, '{quoted}')"
     if now_as_text:
         return sql
     if text == "YYYY-MM-DD HH24:MI:SS":
-        return UTC_NOW
+        return f"date_trunc('second', {instant})"
     if text == "YYYY-MM-DD":
-        return "(now() AT TIME ZONE 'UTC')::date"
+        return f"({instant})::date"
     if text not in _TIMESTAMP_LAYOUTS:
         raise Untranslatable(f"strftime({fmt!r}) is not a date or timestamp")
     return f"CAST({sql} AS timestamp)"
+
+
+_COMPARISONS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}
+
+
+def _beside_temporal(toks: Sequence[Tok], k: int, end: int, temporal: frozenset[str]) -> bool:
+    """Whether the call at toks[k:end] is compared with a (qualified) temporal column."""
+
+    def col(t: Tok | None) -> bool:
+        return t is not None and t.kind in ("word", "ident") and t.text.lower() in temporal
+
+    def at(i: int) -> Tok | None:
+        return toks[i] if 0 <= i < len(toks) else None
+
+    def op(t: Tok | None) -> bool:
+        return t is not None and t.kind == "op" and t.text in _COMPARISONS
+
+    if op(at(k - 1)) and col(at(k - 2)):
+        return True
+    if not op(at(end)):
+        return False
+    dot = at(end + 2)
+    return col(at(end + 3)) if dot is not None and dot.text == "." else col(at(end + 1))
 
 
 def translate(
@@ -385,13 +455,31 @@ def translate(
     now_as_text: bool = True,
     casts: Mapping[str, str] = CAST_TYPES,
     booleans: frozenset[str] = frozenset(),
+    temporal: frozenset[str] = frozenset(),
 ) -> str:
     """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
 
     `resolve` maps a name case-insensitively to its real spelling (SQLite
     names are case-insensitive, quoted PostgreSQL names are not); unknown
     bare names (aliases) are lower-cased so every use quotes the same way.
+    `temporal` names the columns (lower case) that are a timestamp or date in
+    every table that has one by that name: date functions may read those.
     """
+
+    def column(arg: list[Tok]) -> str | None:
+        """A (qualified) reference to a temporal column, translated; else None."""
+        names = arg[-1:] if len(arg) == 1 else arg[2:] if len(arg) == 3 else []
+        if len(arg) == 3 and not (arg[0].kind in ("word", "ident") and arg[1].text == "."):
+            return None
+        if not names or names[0].kind not in ("word", "ident"):
+            return None
+        if names[0].text.lower() not in temporal:
+            return None
+        return translate(arg, resolve)
+
+    def again(part: Sequence[Tok], now: bool = now_as_text) -> str:
+        return translate(part, resolve, now_as_text=now, booleans=booleans, temporal=temporal)
+
     out: list[str] = []
     toks = _null_order(_boolean_literals(list(tokens), booleans))
     k = 0
@@ -404,7 +492,7 @@ def translate(
                 raise Untranslatable("a named window (OVER name)")
             body, end = paren_body(toks, k + 1)
             spec = _window_spec(body) if up == "OVER" else body
-            sub = translate(spec, resolve, now_as_text=now_as_text, booleans=booleans)
+            sub = again(spec)
             out.append(f"{up} ({sub})")
             k = end
             continue
@@ -421,18 +509,21 @@ def translate(
             elif up == "GROUP_CONCAT":
                 parts = split_top(args)
                 sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
-                out.append(f"string_agg(({translate(parts[0], resolve)})::text, {sep})")
+                out.append(f"string_agg(({again(parts[0], True)})::text, {sep})")
                 k = end
                 continue
             elif up in ("MAX", "MIN"):
                 fn = up.lower()
             elif up in ("DATE", "TIME", "DATETIME", "STRFTIME"):
-                out.append(_now_function(up, split_top(args), now_as_text))
+                # compared with a timestamp column, the value is a timestamp too: SQLite
+                # compared the texts, which order as the instants when laid out alike
+                now = now_as_text and not _beside_temporal(toks, k, end, temporal)
+                out.append(_date_function(up, split_top(args), now, column))
                 k = end
                 continue
             elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):
                 # SQLite's comparisons are the integers 0/1; PostgreSQL's are boolean
-                inner = translate(args, resolve, now_as_text=now_as_text, booleans=booleans)
+                inner = again(args)
                 out.append(f"{FUNCTIONS[up]}(({inner})::int)")
                 k = end
                 continue
@@ -440,9 +531,7 @@ def translate(
                 fn = FUNCTIONS[up]
             else:
                 raise Untranslatable(f"function {t.text}() has no faithful PostgreSQL equivalent")
-            out.append(
-                f"{fn}({translate(args, resolve, now_as_text=now_as_text, booleans=booleans)})"
-            )
+            out.append(f"{fn}({again(args)})")
             k = end
             continue
         if t.kind == "word" and up == "CAST" and nxt is not None and nxt.kind == "lp":
@@ -451,7 +540,7 @@ def translate(
             target = " ".join(a.text for a in args[as_at + 1 :]).upper()
             if target not in casts:
                 raise Untranslatable(f"CAST to {target} has no faithful PostgreSQL equivalent")
-            out.append(f"CAST({translate(args[:as_at], resolve)} AS {casts[target]})")
+            out.append(f"CAST({again(args[:as_at], True)} AS {casts[target]})")
             k = end
             continue
         if t.kind == "word" and up in ("GLOB", "REGEXP", "MATCH"):

@@ -816,3 +816,46 @@ def test_objects_outside_the_migration_that_hold_its_tables_are_refused(tmp_path
         pg.execute("DROP VIEW my_notes")
         pg.execute("ALTER TABLE extra DROP CONSTRAINT extra_member_fkey")
     assert run(again, migrated_target).passed
+
+
+def test_views_format_and_shift_stored_datetimes_as_sqlite(tmp_path, target):
+    """Reports by month, day or weekday read a DATETIME column through SQLite's date
+    functions. The column becomes a timestamp; the functions become to_char() of it,
+    shifted by the exact modifiers, and a comparison with the column compares
+    instants. Data on both sides of 'now - 30 days' makes the window count."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    stamps = [now - timedelta(days=d, hours=h) for d in (3, 10, 45, 400) for h in (0, 5, 13)]
+    db = _source(
+        tmp_path,
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, at DATETIME NOT NULL, kind TEXT);"
+        + "".join(
+            f" INSERT INTO events (at, kind) VALUES ('{s:%Y-%m-%d %H:%M:%S}', 'k{i % 3}');"
+            for i, s in enumerate(stamps)
+        )
+        + " INSERT INTO events (at, kind) VALUES ('2024-02-29 23:59:58.250', 'leap');"
+        " CREATE VIEW monthly AS SELECT strftime('%Y-%m', at) AS month, count(*) AS n"
+        "  FROM events GROUP BY strftime('%Y-%m', at);"
+        " CREATE VIEW shaped AS SELECT e.id, date(e.at) AS day, time(e.at) AS t,"
+        "  datetime(e.at, '+1 day', 'start of day') AS next_day,"
+        "  strftime('%s', e.at) AS epoch, strftime('%w', e.at) AS dow,"
+        "  strftime('%H:%M:%f', e.at, '-90 minutes') AS shifted,"
+        "  date(e.at, 'start of year') AS new_year"
+        "  FROM events e;"
+        " CREATE VIEW recent AS SELECT id, kind FROM events"
+        "  WHERE at >= datetime('now', '-30 days');",
+    )
+    report = run(db, target)
+    assert report.passed, report
+    assert sorted(v.name for v in report.validation.views) == ["monthly", "recent", "shaped"]
+    lite = sqlite3.connect(db)
+    with psycopg.connect(target) as pg:
+        assert pg.execute(
+            "SELECT data_type FROM information_schema.columns WHERE column_name = 'at'"
+        ).fetchone() == ("timestamp without time zone",)
+        for view, order in (("monthly", "month"), ("shaped", "id"), ("recent", "id")):
+            got = pg.execute(f"SELECT * FROM {view} ORDER BY {order}").fetchall()
+            want = lite.execute(f"SELECT * FROM {view} ORDER BY {order}").fetchall()
+            assert _state(got) == _state(want), view
+        assert len(pg.execute("SELECT * FROM recent").fetchall()) == 6

@@ -72,7 +72,10 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
             "strftime('at %H o''clock: 100%%', 'now')",
             "to_char(now() AT TIME ZONE 'UTC', '\"at \"HH24\" o''clock: 100%\"')",
         ),
-        ("strftime('%s', 'now')", "floor(extract(epoch FROM now()))::bigint"),
+        (
+            "strftime('%s', 'now')",
+            "floor(extract(epoch FROM now() AT TIME ZONE 'UTC'))::bigint::text",
+        ),
     ],
 )
 def test_translation(sqlite, postgres):
@@ -121,6 +124,33 @@ def test_a_named_window_is_refused():
         tr("rank() OVER w")
 
 
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("date(at)", "to_char(\"at\", 'YYYY-MM-DD')"),
+        ("strftime('%Y-%m', e.at)", 'to_char("e"."at", \'YYYY-MM\')'),
+        ("strftime('%s', at)", 'floor(extract(epoch FROM "at"))::bigint::text'),
+        ("strftime('%w', at)", 'extract(dow FROM "at")::int::text'),
+        (
+            "datetime(at, '+1.5 days', 'start of month', '-3 hours')",
+            "to_char((date_trunc('month', (\"at\" + interval '1.5 day')) + interval '-3 hour'),"
+            " 'YYYY-MM-DD HH24:MI:SS')",
+        ),
+        (  # compared with the column: a timestamp, as the texts compared in SQLite
+            "at > datetime('now', '-7 days')",
+            "\"at\" > date_trunc('second', (now() AT TIME ZONE 'UTC' + interval '-7 day'))",
+        ),
+        (
+            "date('now', 'start of month') <= e.at",
+            "(date_trunc('month', now() AT TIME ZONE 'UTC'))::date <= \"e\".\"at\"",
+        ),
+        ("x = date(at)", '"x" = to_char("at", \'YYYY-MM-DD\')'),
+    ],
+)
+def test_date_functions_read_timestamp_columns(sqlite, postgres):
+    assert tr(sqlite, temporal=frozenset({"at"})) == postgres
+
+
 def test_boolean_columns_compare_with_true_false():
     assert tr("active = 1", booleans=frozenset({"active"})) == '"active" = TRUE'
 
@@ -132,10 +162,12 @@ def test_boolean_columns_compare_with_true_false():
         "json_extract(d, '$.a')",
         "d -> 'a'",
         "random()",
-        "date('now', '+1 day')",  # modifiers
-        "date(created)",  # a stored value: its text form depends on the column's type
-        "strftime('%w', 'now')",  # no to_char equivalent (Sunday is 0)
+        "date('now', '+1 month')",  # SQLite's month arithmetic overflows into the next
+        "date(created)",  # not a timestamp column: its text form depends on the values
+        "strftime('%W', 'now')",  # no to_char equivalent (weeks start on Monday)
         "datetime('now', 'localtime')",
+        "date(e.at, 'weekday 1')",
+        "strftime(fmt, 'now')",
     ],
 )
 def test_no_faithful_equivalent_is_refused(sql):
