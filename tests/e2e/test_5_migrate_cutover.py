@@ -58,12 +58,23 @@ class Writer(threading.Thread):
                 time.sleep(0.01)
 
 
+def _bridge_gateway(docker_client) -> str:
+    """The host's address on Docker's default bridge, where a container reaches it.
+    dockerd 20.10 lists only the subnet; the gateway is then its first address."""
+    import ipaddress
+
+    ipam = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    if ipam.get("Gateway"):
+        return str(ipam["Gateway"])
+    return str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+
+
 def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
     from blocks.postgres import PostgresDatabase
     from flows.release import release
     from tasks.core.models import Outcome
 
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = _bridge_gateway(docker_client)
     pg = services.start_postgres(services.tmpdir("shipyard-pg-cutover-"), also_listen=gateway)
     try:
         port = pg.dsn.rsplit(":", 1)[1].split("/")[0]

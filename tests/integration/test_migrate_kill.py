@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_migrate import build_rich, fingerprint, run, sha
+from tests.integration.test_migrate import fingerprint, run, sha
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +28,15 @@ def big_source(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("kill") / "big.db"
     generate(path, scale=15)
+    return path
+
+
+def _earlier(tmp_path: Path) -> Path:
+    """The previous release's database: the same application, smaller."""
+    from app.generate import generate
+
+    path = tmp_path / "earlier.db"
+    generate(path, scale=0.5)
     return path
 
 
@@ -68,7 +77,7 @@ def test_kill_9_of_the_migrating_process_then_rerun(tmp_path, big_source):
     pg = services.start_postgres(services.tmpdir("shipyard-pg-kill-"))
     try:
         dsn = _fresh(pg, "target")
-        run(build_rich(tmp_path / "earlier.db"), dsn)
+        run(_earlier(tmp_path), dsn)
         before, src = fingerprint(dsn), sha(big_source)
         proc = _start(big_source, dsn)
         copied = _wait_for_copy(dsn, proc)
@@ -92,7 +101,7 @@ def test_kill_9_of_postgres_mid_copy_then_rerun(tmp_path, big_source):
     pg = services.start_postgres(services.tmpdir("shipyard-pg-crash-"))
     try:
         dsn = _fresh(pg, "target")
-        run(build_rich(tmp_path / "earlier.db"), dsn)
+        run(_earlier(tmp_path), dsn)
         before = fingerprint(dsn)
         proc = _start(big_source, dsn)
         _wait_for_copy(dsn, proc)
