@@ -500,9 +500,13 @@ def build_plan(
     for pt in tables:
         for pc in pt.columns:
             kinds.setdefault(pc.name.lower(), set()).add(pc.pg_type)
-    # date functions in views may read a column that is a timestamp or date in every
-    # table that has one by its name (a name alone does not say which table it is)
-    temporal = frozenset(n for n, k in kinds.items() if k <= {"timestamp", "date"})
+    # date and JSON functions in views may read a column that has the type they need
+    # in every table with one by its name (a name alone does not say which table it is)
+    column_types = {
+        n: "timestamp" if k <= {"timestamp", "date"} else k.pop()
+        for n, k in kinds.items()
+        if len(k) == 1 or k <= {"timestamp", "date"}
+    }
     views: list[PlanView] = []
     for v in schema.views:
         try:
@@ -513,7 +517,7 @@ def build_plan(
                         view_select(v.sql),
                         resolve_any,
                         booleans=all_booleans,
-                        temporal=temporal,
+                        column_types=column_types,
                     ),
                 )
             )

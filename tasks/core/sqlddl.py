@@ -448,6 +448,65 @@ def _beside_temporal(toks: Sequence[Tok], k: int, end: int, temporal: frozenset[
     return col(at(end + 3)) if dot is not None and dot.text == "." else col(at(end + 1))
 
 
+def _beside_number(toks: Sequence[Tok], k: int, end: int) -> bool:
+    """Whether the call at toks[k:end] is compared with a number literal."""
+    before = toks[k - 2 : k]
+    after = toks[end : end + 3]
+    if len(before) == 2 and before[1].text in _COMPARISONS and before[0].kind == "num":
+        return True
+    if not after or after[0].kind != "op" or after[0].text not in _COMPARISONS:
+        return False
+    rest = after[1:]
+    return bool(rest) and (
+        rest[0].kind == "num"
+        or (rest[0].text in ("-", "+") and len(rest) > 1 and rest[1].kind == "num")
+    )
+
+
+_JSON_STEP = re.compile(r'\.(?:"((?:[^"\\]|\\.)*)"|([^.\["]+))|\[(\d+)\]')
+
+
+def _json_extract(args: list[list[Tok]], column: Callable[[list[Tok]], str | None]) -> str:
+    """json_extract(jsonb column, '$.path') with SQLite's result: text for a string,
+    1/0 for true/false, NULL for null or a missing path, and the number's text (a
+    number compared with a number literal is cast to numeric). An object or array
+    comes back as jsonb's text, which orders keys its own way: the view check
+    reports such a view if the results differ."""
+    if len(args) != 2 or len(args[1]) != 1 or args[1][0].kind != "str":
+        raise Untranslatable("json_extract() with other than one literal path")
+    value = column(args[0])
+    if value is None:
+        raise Untranslatable("json_extract() of anything but a column that became jsonb")
+    path = args[1][0].text[1:-1].replace("''", "'")
+    if not path.startswith("$"):
+        raise Untranslatable(f"JSON path {path!r}")
+    keys: list[str] = []
+    pos = 1
+    while pos < len(path):
+        m = _JSON_STEP.match(path, pos)
+        if m is None:
+            raise Untranslatable(f"JSON path {path!r}")
+        quoted, bare, index = m.groups()
+        keys.append(
+            index
+            if index is not None
+            else bare
+            if bare is not None
+            else re.sub(r"\\(.)", r"\1", quoted)
+        )
+        pos = m.end()
+    literal = (
+        "{"
+        + ",".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys)
+        + "}"
+    )
+    node = f"({value} #> '{literal.replace(chr(39), chr(39) * 2)}')" if keys else value
+    return (
+        f"(CASE jsonb_typeof({node}) WHEN 'boolean' THEN ({node})::boolean::int::text"
+        f" ELSE {node} #>> '{{}}' END)"
+    )
+
+
 def translate(
     tokens: Sequence[Tok],
     resolve: Callable[[str], str | None],
@@ -455,30 +514,34 @@ def translate(
     now_as_text: bool = True,
     casts: Mapping[str, str] = CAST_TYPES,
     booleans: frozenset[str] = frozenset(),
-    temporal: frozenset[str] = frozenset(),
+    column_types: Mapping[str, str] = {},
 ) -> str:
     """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
 
     `resolve` maps a name case-insensitively to its real spelling (SQLite
     names are case-insensitive, quoted PostgreSQL names are not); unknown
     bare names (aliases) are lower-cased so every use quotes the same way.
-    `temporal` names the columns (lower case) that are a timestamp or date in
-    every table that has one by that name: date functions may read those.
+    `column_types` gives the PostgreSQL type of the columns (lower-case names)
+    that have it in every table with a column by that name ("timestamp" for
+    timestamp or date): date functions may read those, JSON functions jsonb ones.
     """
+    temporal = frozenset(n for n, k in column_types.items() if k == "timestamp")
 
-    def column(arg: list[Tok]) -> str | None:
-        """A (qualified) reference to a temporal column, translated; else None."""
+    def column(arg: list[Tok], kind: str = "timestamp") -> str | None:
+        """A (qualified) reference to a column of `kind`, translated; else None."""
         names = arg[-1:] if len(arg) == 1 else arg[2:] if len(arg) == 3 else []
         if len(arg) == 3 and not (arg[0].kind in ("word", "ident") and arg[1].text == "."):
             return None
         if not names or names[0].kind not in ("word", "ident"):
             return None
-        if names[0].text.lower() not in temporal:
+        if column_types.get(names[0].text.lower()) != kind:
             return None
         return translate(arg, resolve)
 
     def again(part: Sequence[Tok], now: bool = now_as_text) -> str:
-        return translate(part, resolve, now_as_text=now, booleans=booleans, temporal=temporal)
+        return translate(
+            part, resolve, now_as_text=now, booleans=booleans, column_types=column_types
+        )
 
     out: list[str] = []
     toks = _null_order(_boolean_literals(list(tokens), booleans))
@@ -519,6 +582,11 @@ def translate(
                 # compared the texts, which order as the instants when laid out alike
                 now = now_as_text and not _beside_temporal(toks, k, end, temporal)
                 out.append(_date_function(up, split_top(args), now, column))
+                k = end
+                continue
+            elif up == "JSON_EXTRACT":
+                value = _json_extract(split_top(args), lambda a: column(a, "jsonb"))
+                out.append(f"({value})::numeric" if _beside_number(toks, k, end) else value)
                 k = end
                 continue
             elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import sqlite3
 import struct
@@ -859,3 +860,45 @@ def test_views_format_and_shift_stored_datetimes_as_sqlite(tmp_path, target):
             want = lite.execute(f"SELECT * FROM {view} ORDER BY {order}").fetchall()
             assert _state(got) == _state(want), view
         assert len(pg.execute("SELECT * FROM recent").fetchall()) == 6
+
+
+def test_views_read_json_columns_through_json_extract(tmp_path, target):
+    """json_extract() of a column that became jsonb returns what SQLite returns: the
+    string, 1/0 for booleans, NULL for null or a missing key, the number (as text,
+    numeric when compared with a number). Both sides are queried and compared."""
+    from tasks.core.migration import loose_value
+
+    docs = [
+        {"kind": "vote", "n": 7, "ok": True, "tags": ["a", "b"], "odd key": "x'y"},
+        {"kind": "view", "n": 2.5, "ok": False, "tags": ["c"], "odd key": None},
+        {"kind": "vote", "n": 12, "tags": [], "nested": {"deep": [1, {"v": "z"}]}},
+        {"kind": "search"},
+    ]
+    db = _source(
+        tmp_path,
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, payload JSON NOT NULL);"
+        + "".join(
+            " INSERT INTO docs (payload) VALUES ('{}');".format(json.dumps(d).replace("'", "''"))
+            for d in docs
+        )
+        + " CREATE VIEW fields AS SELECT id, json_extract(payload, '$.kind') AS kind,"
+        "  json_extract(payload, '$.n') AS n, json_extract(payload, '$.ok') AS ok,"
+        "  json_extract(d.payload, '$.tags[1]') AS second_tag,"
+        "  json_extract(payload, '$.\"odd key\"') AS odd,"
+        "  json_extract(payload, '$.nested.deep[1].v') AS deep"
+        "  FROM docs d;"
+        " CREATE VIEW big AS SELECT json_extract(payload, '$.kind') AS kind, count(*) AS n"
+        "  FROM docs WHERE json_extract(payload, '$.n') > 5 GROUP BY 1;",
+    )
+    report = run(db, target)
+    assert report.passed, report
+    assert sorted(v.name for v in report.validation.views) == ["big", "fields"]
+    lite = sqlite3.connect(db)
+    with psycopg.connect(target) as pg:
+        for view in ("fields", "big"):
+            got = pg.execute(f"SELECT * FROM {view} ORDER BY 1").fetchall()
+            want = lite.execute(f"SELECT * FROM {view} ORDER BY 1").fetchall()
+            assert [tuple(map(loose_value, r)) for r in got] == [
+                tuple(map(loose_value, r)) for r in want
+            ], view
+        assert pg.execute("SELECT * FROM big").fetchall() == [("vote", 2)]

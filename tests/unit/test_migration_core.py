@@ -148,7 +148,23 @@ def test_a_named_window_is_refused():
     ],
 )
 def test_date_functions_read_timestamp_columns(sqlite, postgres):
-    assert tr(sqlite, temporal=frozenset({"at"})) == postgres
+    assert tr(sqlite, column_types={"at": "timestamp"}) == postgres
+
+
+def test_json_extract_reads_jsonb_columns_as_sqlite_returns_values():
+    types = {"payload": "jsonb"}
+    node = '("e"."payload" #> \'{"a","0","b c"}\')'
+    assert tr("json_extract(e.payload, '$.a[0].\"b c\"')", column_types=types) == (
+        f"(CASE jsonb_typeof({node}) WHEN 'boolean' THEN ({node})::boolean::int::text"
+        f" ELSE {node} #>> '{{}}' END)"
+    )
+    assert tr("json_extract(payload, '$.n') > 5", column_types=types).endswith(")::numeric > 5")
+    assert tr("-1 <= json_extract(payload, '$.n')", column_types=types).startswith("- 1 <= ((CASE")
+    quoted = tr("json_extract(payload, '$.it''s')", column_types=types)
+    assert "'{\"it''s\"}'" in quoted  # the quote is doubled inside the SQL literal
+    for bad in ("json_extract(payload, '$.a', '$.b')", "json_extract(body, '$.a')"):
+        with pytest.raises(Untranslatable):
+            tr(bad, column_types=types)
 
 
 def test_boolean_columns_compare_with_true_false():
