@@ -507,6 +507,31 @@ def _json_extract(args: list[list[Tok]], column: Callable[[list[Tok]], str | Non
     )
 
 
+def _arrows(toks: list[Tok]) -> list[Tok]:
+    """`col ->> 'key'` (SQLite 3.38) is json_extract(col, '$."key"'); `col ->> 2` is
+    '$[2]' and a '$…' operand is a path already. Rewritten into the call before
+    translation, so both spellings translate (or are refused) alike."""
+    out: list[Tok] = []
+    for t in toks:
+        if out and out[-1].kind == "op" and out[-1].text == "->>" and t.kind in ("str", "num"):
+            out.pop()
+            ref = out[-3:] if len(out) >= 3 and out[-2].text == "." else out[-1:]
+            if not ref or ref[-1].kind not in ("word", "ident"):
+                raise Untranslatable("->> of anything but a column")
+            del out[-len(ref) :]
+            if t.kind == "num":
+                path = f"$[{int(t.text)}]"
+            else:
+                text = t.text[1:-1].replace("''", "'")
+                path = text if text.startswith("$") else '$."' + text.replace('"', '\\"') + '"'
+            literal = Tok("str", "'" + path.replace("'", "''") + "'")
+            out += [Tok("word", "json_extract"), Tok("lp", "("), *ref, Tok("comma", ",")]
+            out += [literal, Tok("rp", ")")]
+        else:
+            out.append(t)
+    return out
+
+
 def translate(
     tokens: Sequence[Tok],
     resolve: Callable[[str], str | None],
@@ -544,7 +569,7 @@ def translate(
         )
 
     out: list[str] = []
-    toks = _null_order(_boolean_literals(list(tokens), booleans))
+    toks = _null_order(_boolean_literals(_arrows(list(tokens)), booleans))
     k = 0
     while k < len(toks):
         t = toks[k]

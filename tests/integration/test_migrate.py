@@ -885,7 +885,8 @@ def test_views_read_json_columns_through_json_extract(tmp_path, target):
         "  json_extract(payload, '$.n') AS n, json_extract(payload, '$.ok') AS ok,"
         "  json_extract(d.payload, '$.tags[1]') AS second_tag,"
         "  json_extract(payload, '$.\"odd key\"') AS odd,"
-        "  json_extract(payload, '$.nested.deep[1].v') AS deep"
+        "  json_extract(payload, '$.nested.deep[1].v') AS deep,"
+        "  payload ->> 'kind' AS kind_again, d.payload ->> '$.tags[0]' AS first_tag"
         "  FROM docs d;"
         " CREATE VIEW big AS SELECT json_extract(payload, '$.kind') AS kind, count(*) AS n"
         "  FROM docs WHERE json_extract(payload, '$.n') > 5 GROUP BY 1;",

@@ -162,7 +162,16 @@ def test_json_extract_reads_jsonb_columns_as_sqlite_returns_values():
     assert tr("-1 <= json_extract(payload, '$.n')", column_types=types).startswith("- 1 <= ((CASE")
     quoted = tr("json_extract(payload, '$.it''s')", column_types=types)
     assert "'{\"it''s\"}'" in quoted  # the quote is doubled inside the SQL literal
-    for bad in ("json_extract(payload, '$.a', '$.b')", "json_extract(body, '$.a')"):
+    arrow = tr("e.payload ->> 'a.b' = 'x'", column_types=types)
+    assert arrow == tr("json_extract(e.payload, '$.\"a.b\"') = 'x'", column_types=types)
+    assert "'{\"2\"}'" in tr("payload ->> 2", column_types=types)
+    assert tr("payload ->> '$.n' > 1", column_types=types).endswith("::numeric > 1")
+    for bad in (
+        "json_extract(payload, '$.a', '$.b')",
+        "json_extract(body, '$.a')",
+        "payload -> 'a'",
+        "(payload) ->> 'a'",
+    ):
         with pytest.raises(Untranslatable):
             tr(bad, column_types=types)
 
