@@ -896,18 +896,46 @@ SELECT format('view %%s', r.ev_class::regclass)
 FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
 WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM moved)
   AND r.ev_class NOT IN (SELECT oid FROM moved)
+UNION
+SELECT format('trigger %%I on %%s', t.tgname, t.tgrelid::regclass)
+FROM pg_trigger t
+WHERE NOT t.tgisinternal AND t.tgrelid IN (SELECT oid FROM moved)
+  AND t.tgname <> ALL(%(triggers)s)
+UNION
+SELECT format('row-level security on %%s', c.oid::regclass)
+FROM pg_class c
+WHERE c.oid IN (SELECT oid FROM moved)
+  AND (c.relrowsecurity OR EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))
+UNION
+SELECT format('privileges on column %%I of %%s', a.attname, a.attrelid::regclass)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE a.attrelid IN (SELECT oid FROM moved) AND a.attacl IS NOT NULL AND a.attnum > 0
+  AND NOT a.attisdropped
+  AND NOT (c.relname || '.' || a.attname) = ANY(%(columns)s)
 ORDER BY 1
 """
 
 
 def _dependents(pg: psycopg.Connection[Any], plan: Plan, target_schema: str) -> None:
-    """Objects outside the migration that hold on to the tables it replaces: a view or a
-    foreign key binds to the table itself, so after the swap it would read, or point
-    at, the copy moved aside, and the next migration's cleanup would drop it. Refused
-    with their names instead, before anything changes."""
+    """What holds on to, or guards, the tables the migration replaces, and would not
+    follow the swap: a view or a foreign key binds to the table itself, so it would
+    read, or point at, the copy moved aside (and the next cleanup would drop it); a
+    trigger the migration did not make, row-level security, or a privilege on a
+    column the new table lacks would simply be gone. Refused with their names
+    instead, before anything changes. (Table and column privileges that fit the new
+    tables are carried over by the swap.)"""
     names = [t.name for t in plan.tables] + [v.name for v in plan.views]
     found = [
-        r[0] for r in pg.execute(_DEPENDENTS, {"schema": target_schema, "names": names}).fetchall()
+        r[0]
+        for r in pg.execute(
+            _DEPENDENTS,
+            {
+                "schema": target_schema,
+                "names": names,
+                "triggers": [tr.name for tr in plan.triggers],
+                "columns": [f"{t.name}.{c.name}" for t in plan.tables for c in t.columns],
+            },
+        ).fetchall()
     ]
     if found:
         raise MigrationError(
@@ -916,6 +944,54 @@ def _dependents(pg: psycopg.Connection[Any], plan: Plan, target_schema: str) -> 
             hint="drop or re-create them after the migration, or migrate into another schema"
             " (target_schema); the target is unchanged",
         )
+
+
+_GRANTS = """
+SELECT c.relname, NULL::name, a.privilege_type, a.is_grantable,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+     aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s) AND a.grantee <> current_user::regrole
+UNION ALL
+SELECT c.relname, t.attname, a.privilege_type, a.is_grantable,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute t ON t.attrelid = c.oid AND t.attnum > 0 AND NOT t.attisdropped,
+     aclexplode(t.attacl) a
+WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s) AND a.grantee <> current_user::regrole
+"""
+
+_SCHEMA_DEFAULTS = """
+SELECT a.privilege_type, a.is_grantable,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+     aclexplode(d.defaclacl) a
+WHERE n.nspname = %(schema)s AND d.defaclrole = current_user::regrole AND d.defaclobjtype = 'r'
+"""
+
+
+def _grants(
+    pg: psycopg.Connection[Any], target_schema: str, names: list[str], existing: Iterable[str]
+) -> list[str]:
+    """GRANTs that give the new tables and views the privileges their predecessors had,
+    their owner's included when that was another role (an application role reading
+    and writing them keeps working after a re-migration),
+    and new ones what the schema's default privileges give a table created there:
+    staging is another schema, so PostgreSQL did not apply them."""
+    tgt = quote_ident(target_schema)
+    out = []
+    for rel, col, priv, grantable, grantee in pg.execute(
+        _GRANTS, {"schema": target_schema, "names": names}
+    ).fetchall():
+        cols = "" if col is None else f" ({quote_ident(col)})"
+        option = " WITH GRANT OPTION" if grantable else ""
+        out.append(f"GRANT {priv}{cols} ON {tgt}.{quote_ident(rel)} TO {grantee}{option}")
+    defaults = pg.execute(_SCHEMA_DEFAULTS, {"schema": target_schema}).fetchall()
+    for rel in sorted(set(names) - set(existing)):
+        for priv, grantable, grantee in defaults:
+            option = " WITH GRANT OPTION" if grantable else ""
+            out.append(f"GRANT {priv} ON {tgt}.{quote_ident(rel)} TO {grantee}{option}")
+    return out
 
 
 def prepare_stage(dsn: str, password: str, plan: Plan, target_schema: str) -> None:
@@ -1228,6 +1304,7 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
                         (target_schema, names),
                     ).fetchall()
                 )
+                grants = _grants(pg, target_schema, names, existing)
                 for name, kind in existing.items():
                     what = {"v": "VIEW", "m": "MATERIALIZED VIEW"}.get(kind, "TABLE")
                     pg.execute(f"ALTER {what} {tgt}.{quote_ident(name)} SET SCHEMA {PREVIOUS}")
@@ -1255,6 +1332,8 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
                         f"ALTER TABLE {tgt}.{quote_ident(tr.table)}"
                         f" ENABLE TRIGGER {quote_ident(tr.name)}"
                     )
+                for sql in grants:
+                    pg.execute(sql)
                 pg.execute(f"DROP SCHEMA {STAGE}")
         except psycopg.Error as exc:
             raise _pg_error(exc, password, "the swap into place failed") from exc

@@ -903,3 +903,51 @@ def test_views_read_json_columns_through_json_extract(tmp_path, target):
                 tuple(map(loose_value, r)) for r in want
             ], view
         assert pg.execute("SELECT * FROM big").fetchall() == [("vote", 2)]
+
+
+def test_a_remigration_keeps_the_privileges_roles_had(tmp_path, migrated_target):
+    """The application often connects as its own role: the tables that replace the
+    old ones get the privileges the old ones gave (table, view and column grants, an
+    owner other than the migrating role), and a new table what the schema's default
+    privileges give. Row-level security or a trigger the migration did not make
+    would be lost: refused with their names, the target unchanged."""
+    role = f"app{next(_ids)}"
+    with psycopg.connect(migrated_target, autocommit=True) as pg:
+        pg.execute(f"CREATE ROLE {role} LOGIN")
+        pg.execute(f"GRANT SELECT, INSERT ON members TO {role}")
+        pg.execute(f'ALTER TABLE "order items" OWNER TO {role}')
+        pg.execute(f"GRANT SELECT ON member_items TO {role}")
+        pg.execute(f"GRANT SELECT (body), UPDATE (body) ON notes TO {role}")
+        pg.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}")
+    again = build_rich(tmp_path / "again.db")
+    with sqlite3.connect(again) as conn:
+        conn.execute("CREATE TABLE added (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO added (v) VALUES ('new')")
+    conn.close()
+    assert run(again, migrated_target).passed
+    as_app = migrated_target.replace("//postgres@", f"//{role}@")
+    with psycopg.connect(as_app, autocommit=True) as app:
+        assert app.execute("SELECT count(*) FROM members").fetchone() == (len(DOUBLES),)
+        app.execute("INSERT INTO members (handle, party) VALUES ('after', 'D')")
+        assert app.execute("SELECT count(*) FROM member_items").fetchone()[0] > 0
+        assert app.execute("SELECT v FROM added").fetchall() == [("new",)]
+        app.execute("UPDATE notes SET body = upper(body)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT id FROM notes")  # only body was granted
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("DELETE FROM members")
+        app.execute('DELETE FROM "order items"')  # it owned the old table
+    with psycopg.connect(migrated_target, autocommit=True) as pg:
+        pg.execute("ALTER TABLE notes ENABLE ROW LEVEL SECURITY")
+        pg.execute(
+            "CREATE FUNCTION audit_fn() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'"
+        )
+        pg.execute(
+            "CREATE TRIGGER audit BEFORE INSERT ON members FOR EACH ROW EXECUTE FUNCTION audit_fn()"
+        )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError) as info:
+        run(again, migrated_target)
+    assert "row-level security on notes" in str(info.value)
+    assert "trigger audit on members" in str(info.value)
+    assert fingerprint(migrated_target) == before
