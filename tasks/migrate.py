@@ -1089,6 +1089,16 @@ def finish_target(
                 submit(
                     deps, _exec_all, dsn, password, fk_sql(t, STAGE), "adding foreign keys failed"
                 )
+        for t in plan.tables:  # statistics move with the tables: the first queries after
+            # the swap are planned on them (autovacuum, off while loading, would take a while)
+            submit(
+                [keyed[t.name]],
+                _exec_all,
+                dsn,
+                password,
+                [f"ANALYZE {STAGE}.{quote_ident(t.name)}"],
+                f"analyzing {t.name!r} failed",
+            )
         wait(jobs)
     for f in jobs:  # the first failure in submission order is the cause of the rest
         if f.exception() is not None:

@@ -217,6 +217,15 @@ def test_rich_schema_migrates_faithfully(tmp_path, target):
             ("User1", 2, 1),
             ("User2", 1, 1),
         ]
+        # planner statistics arrive with the tables: the service's first queries after
+        # the cutover are planned on real figures, not on an empty table's guesses
+        assert conn.execute(
+            "SELECT relname, last_analyze IS NOT NULL AND last_autoanalyze IS NULL"
+            " FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall() == [("members", True), ("notes", True), ("order items", True)]
+        assert conn.execute(
+            "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 'members' AND attname = 'party'"
+        ).fetchone() == (True,)
 
 
 def test_dry_run_plans_without_touching_the_target(tmp_path, target):
