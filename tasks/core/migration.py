@@ -538,6 +538,7 @@ def build_plan(
                     columns,
                     all_booleans,
                     function=lambda n: _name(n, "fn", taken=fn_names),
+                    column_types=column_types,
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:

@@ -428,10 +428,20 @@ def _date_function(
 _COMPARISONS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}
 
 
+def _typed_null(t: Tok) -> str | None:
+    """The kind of a trigger probe's `CAST(NULL AS type)` standing for NEW.x / OLD.x."""
+    m = re.fullmatch(r"CAST\(NULL AS (.+)\)", t.text) if t.kind == "record" else None
+    if m is None:
+        return None
+    return "timestamp" if m.group(1) in ("timestamp", "date") else m.group(1)
+
+
 def _beside_temporal(toks: Sequence[Tok], k: int, end: int, temporal: frozenset[str]) -> bool:
     """Whether the call at toks[k:end] is compared with a (qualified) temporal column."""
 
     def col(t: Tok | None) -> bool:
+        if t is not None and _typed_null(t) == "timestamp":
+            return True
         return t is not None and t.kind in ("word", "ident") and t.text.lower() in temporal
 
     def at(i: int) -> Tok | None:
@@ -554,8 +564,12 @@ def translate(
 
     def column(arg: list[Tok], kind: str = "timestamp") -> str | None:
         """A (qualified) reference to a column of `kind`, translated; else None."""
+        if len(arg) == 1 and arg[0].kind == "record":  # a trigger probe's typed NULL
+            return arg[0].text if _typed_null(arg[0]) == kind else None
         names = arg[-1:] if len(arg) == 1 else arg[2:] if len(arg) == 3 else []
-        if len(arg) == 3 and not (arg[0].kind in ("word", "ident") and arg[1].text == "."):
+        if len(arg) == 3 and not (
+            arg[0].kind in ("word", "ident", "record") and arg[1].text == "."
+        ):
             return None
         if not names or names[0].kind not in ("word", "ident"):
             return None

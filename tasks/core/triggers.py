@@ -160,10 +160,12 @@ class _Context:
         resolve: Resolve,
         columns: Mapping[str, Mapping[str, str]],
         booleans: frozenset[str],
+        column_types: Mapping[str, str],
     ) -> None:
         self.resolve = resolve
         self.columns = columns
         self.booleans = booleans
+        self.column_types = column_types
         self.row: Mapping[str, str] | None = None  # set: render probes, not PL/pgSQL
 
     @property
@@ -180,6 +182,7 @@ class _Context:
             self.resolve,
             now_as_text=pg_type in ("text", "citext"),
             booleans=self.booleans,
+            column_types=self.column_types,
         )
 
     def table(self, tok: Tok) -> tuple[str, Mapping[str, str]]:
@@ -349,9 +352,11 @@ def translate_trigger(
     columns: Mapping[str, Mapping[str, str]],
     booleans: frozenset[str] = frozenset(),
     function: Callable[[str], str] = lambda name: name,
+    column_types: Mapping[str, str] | None = None,
 ) -> PlanTrigger:
     """`columns`: every migrated table's columns and PostgreSQL types, in order;
-    `function` names the trigger function after the trigger."""
+    `function` names the trigger function after the trigger; `column_types` as for
+    `translate` (date and JSON functions read such columns, NEW.x and OLD.x too)."""
     toks = tokenize(sql)
     while toks and toks[-1].kind == "semi":
         toks.pop()
@@ -374,7 +379,7 @@ def translate_trigger(
         k += 1
     elif _is(toks[k], "INSTEAD"):
         raise Untranslatable("INSTEAD OF trigger (on a view)")
-    ctx = _Context(resolve, columns, booleans)
+    ctx = _Context(resolve, columns, booleans, column_types or {})
     event = toks[k].text.upper()
     if event not in ("INSERT", "DELETE", "UPDATE"):
         raise DDLError(f"unknown trigger event {toks[k].text}")

@@ -960,3 +960,44 @@ def test_a_remigration_keeps_the_privileges_roles_had(tmp_path, migrated_target)
     assert "row-level security on notes" in str(info.value)
     assert "trigger audit on members" in str(info.value)
     assert fingerprint(migrated_target) == before
+
+
+def test_triggers_compute_dates_from_new_rows_as_sqlite(tmp_path, target):
+    """A trigger that derives dates from the row (NEW.starts + 8 hours, its day) does
+    the same in PostgreSQL, where those columns became timestamps; its WHEN compares
+    instants. The same inserts in both engines leave the same rows."""
+    from tasks.core.migration import loose_value
+
+    db = _source(
+        tmp_path,
+        "CREATE TABLE shifts (id INTEGER PRIMARY KEY, starts DATETIME NOT NULL, ends DATETIME,"
+        " day TEXT, late INTEGER NOT NULL DEFAULT 0);"
+        " CREATE TRIGGER shifts_fill AFTER INSERT ON shifts BEGIN"
+        "  UPDATE shifts SET ends = datetime(NEW.starts, '+8 hours'),"
+        "   day = strftime('%Y-%m-%d', NEW.starts) WHERE id = NEW.id; END;"
+        " CREATE TRIGGER shifts_late AFTER INSERT ON shifts"
+        "  WHEN NEW.starts > datetime(NEW.starts, 'start of day', '+20 hours') BEGIN"
+        "  UPDATE shifts SET late = 1 WHERE id = NEW.id; END;"
+        " INSERT INTO shifts (starts) VALUES ('2024-02-29 18:30:00');",
+    )
+    report = run(db, target)
+    assert report.passed and not report.blocking
+    copy = db.with_name("behaviour.db")
+    copy.write_bytes(db.read_bytes())
+    lite = sqlite3.connect(copy)
+    inserts = ["2024-12-31 22:15:00", "2025-03-01 06:00:00"]
+    with psycopg.connect(target, autocommit=True) as pg:
+        for at in inserts:
+            lite.execute("INSERT INTO shifts (starts) VALUES (?)", (at,))
+            pg.execute("INSERT INTO shifts (starts) VALUES (%s)", (at,))
+        lite.commit()
+        q = "SELECT id, starts, ends, day, late FROM shifts ORDER BY id"
+        got = [tuple(map(loose_value, r)) for r in pg.execute(q).fetchall()]
+    want = [tuple(map(loose_value, r)) for r in lite.execute(q).fetchall()]
+    assert got == want
+    assert [r[3:] for r in want] == [
+        ("2024-02-29", "0"),
+        ("2024-12-31", "1"),
+        ("2025-03-01", "0"),
+    ]
+    assert want[1][2] == "2025-01-01 06:15:00"

@@ -147,3 +147,23 @@ def test_what_has_no_faithful_translation_is_refused(sql, error):
 def test_a_name_postgresql_would_truncate_is_refused_at_plan_time():
     with pytest.raises(ValueError, match="63 bytes"):
         tr(f"CREATE TRIGGER {'x' * 64} AFTER INSERT ON items BEGIN DELETE FROM items; END")
+
+
+def test_date_functions_read_new_and_old_timestamp_columns():
+    t = translate_trigger(
+        "CREATE TRIGGER d AFTER UPDATE ON items WHEN NEW.at > datetime(OLD.at, '+1 hour') BEGIN"
+        ' INSERT INTO "log book" (item_id, note, at)'
+        " VALUES (NEW.id, 'day ' || date(NEW.at), datetime(NEW.at, 'start of day'));"
+        " END",
+        lambda n: NAMES.get(n.lower()),
+        COLUMNS,
+        column_types={"at": "timestamp"},
+    )
+    assert t.when == ("NEW.\"at\" > date_trunc('second', (OLD.\"at\" + interval '1 hour'))")
+    assert t.statements[0] == (
+        'INSERT INTO "log book" ("item_id", "note", "at") VALUES (NEW."id",'
+        " 'day ' || to_char(NEW.\"at\", 'YYYY-MM-DD'),"
+        " date_trunc('second', date_trunc('day', NEW.\"at\")));"
+    )
+    # the probes PostgreSQL type-checks read the same functions of typed NULLs
+    assert any("to_char(CAST(NULL AS timestamp), 'YYYY-MM-DD')" in p for p in t.probes)
