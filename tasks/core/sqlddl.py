@@ -583,7 +583,7 @@ def translate(
         )
 
     out: list[str] = []
-    toks = _null_order(_boolean_literals(_arrows(list(tokens)), booleans))
+    toks = _null_order(_boolean_literals(_arrows(list(tokens)), booleans), column_types)
     k = 0
     while k < len(toks):
         t = toks[k]
@@ -715,7 +715,25 @@ def _kw(t: Tok) -> Tok:
     return Tok("kw", t.text.upper())
 
 
-def _null_order(toks: list[Tok]) -> list[Tok]:
+def _nocase_term(term: list[Tok], column_types: Mapping[str, str]) -> list[Tok]:
+    """`ORDER BY col COLLATE NOCASE`: SQLite folds ASCII letters only, as lower() does
+    on a COLLATE "C" text column; a citext column already compares so. Anything else
+    keeps its COLLATE, which translate() refuses."""
+    end = len(term) - (1 if term and _is(term[-1], "ASC", "DESC") else 0)
+    body = term[:end]
+    if len(body) < 3 or not _is(body[-2], "COLLATE") or body[-1].text.upper() != "NOCASE":
+        return term
+    ref = body[:-2]
+    name = ref[-1] if len(ref) == 1 or (len(ref) == 3 and ref[1].text == ".") else None
+    kind = column_types.get(name.text.lower()) if name and name.kind in ("word", "ident") else None
+    if kind == "citext":
+        return ref + term[end:]
+    if kind == "text":
+        return [Tok("word", "lower"), Tok("lp", "("), *ref, Tok("rp", ")"), *term[end:]]
+    return term
+
+
+def _null_order(toks: list[Tok], column_types: Mapping[str, str] = {}) -> list[Tok]:
     """ORDER BY terms sort NULLs as SQLite does, first ascending and last descending
     (PostgreSQL's defaults are the opposite), unless a term says NULLS itself."""
     out: list[Tok] = []
@@ -740,7 +758,7 @@ def _null_order(toks: list[Tok]) -> list[Tok]:
             j += 1
         out += [toks[k], toks[k + 1]]
         for n, term in enumerate(split_top(toks[k + 2 : j])):
-            term = _null_order(term)
+            term = _nocase_term(_null_order(term, column_types), column_types)
             if n:
                 out.append(Tok("comma", ","))
             out += term

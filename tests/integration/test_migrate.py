@@ -1001,3 +1001,24 @@ def test_triggers_compute_dates_from_new_rows_as_sqlite(tmp_path, target):
         ("2025-03-01", "0"),
     ]
     assert want[1][2] == "2025-01-01 06:15:00"
+
+
+def test_order_by_collate_nocase_sorts_as_sqlite(tmp_path, target):
+    """ORDER BY col COLLATE NOCASE folds ASCII letters only (É and é stay apart, '_'
+    sorts before 'a'), in SQLite and, through lower() on a "C" column, in PostgreSQL;
+    row_number() makes the order part of the view's result, which both sides compare."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+        " INSERT INTO people (name) VALUES ('b'), ('B2'), ('a'), ('É'), ('é'), ('_x'), ('A1'),"
+        " ('Z'), ('z0');"
+        " CREATE VIEW ranked AS SELECT name,"
+        "  row_number() OVER (ORDER BY name COLLATE NOCASE DESC, id) AS place FROM people;",
+    )
+    report = run(db, target)
+    assert report.passed and [v.name for v in report.validation.views] == ["ranked"]
+    with psycopg.connect(target) as pg:
+        got = pg.execute("SELECT name FROM ranked ORDER BY place").fetchall()
+    want = sqlite3.connect(db).execute("SELECT name FROM ranked ORDER BY place").fetchall()
+    assert got == want
+    assert [r[0] for r in want][:3] == ["é", "É", "z0"]

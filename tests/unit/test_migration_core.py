@@ -176,6 +176,23 @@ def test_json_extract_reads_jsonb_columns_as_sqlite_returns_values():
             tr(bad, column_types=types)
 
 
+def test_order_by_collate_nocase_folds_ascii_like_sqlite():
+    types = {"name": "text", "handle": "citext", "n": "bigint"}
+    assert tr("SELECT name FROM t ORDER BY t.name COLLATE NOCASE DESC", column_types=types) == (
+        'SELECT "name" FROM "t" ORDER BY lower("t"."name") DESC NULLS LAST'
+    )
+    assert tr("SELECT 1 ORDER BY handle COLLATE NOCASE, n", column_types=types) == (
+        'SELECT 1 ORDER BY "handle" NULLS FIRST, "n" NULLS FIRST'
+    )
+    for bad in (  # a comparison would need both sides folded; numbers ignore collations
+        "name COLLATE NOCASE = 'Abc'",
+        "SELECT 1 ORDER BY n COLLATE NOCASE",
+        "SELECT 1 ORDER BY upper(name) COLLATE NOCASE",
+    ):
+        with pytest.raises(Untranslatable):
+            tr(bad, column_types=types)
+
+
 def test_boolean_columns_compare_with_true_false():
     assert tr("active = 1", booleans=frozenset({"active"})) == '"active" = TRUE'
 
