@@ -410,7 +410,8 @@ def build_plan(
         checks: list[str] = []
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
-                checks.append(translate(toks, resolve, booleans=booleans))
+                own = {c.name.lower(): c.pg_type for c in cols}
+                checks.append(translate(toks, resolve, booleans=booleans, column_types=own))
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
         uniques = tuple(tuple(str(x) for x in ix.columns) for ix in t.indexes if ix.origin == "u")

@@ -267,7 +267,6 @@ FUNCTIONS = {
     "TRIM": "btrim",
     "UPPER": "upper",
     "INSTR": "strpos",
-    "TOTAL": "sum",
     # window functions: the same definitions and default frame in both engines
     "ROW_NUMBER": "row_number",
     "RANK": "rank",
@@ -458,6 +457,41 @@ def _beside_temporal(toks: Sequence[Tok], k: int, end: int, temporal: frozenset[
     return col(at(end + 3)) if dot is not None and dot.text == "." else col(at(end + 1))
 
 
+_REGEX_SPECIAL = set(".^$|()+*?{}\\[]")
+
+
+def _glob_regex(pattern: str) -> str:
+    """A GLOB pattern as an anchored POSIX regex literal: `*` any text, `?` one
+    character, `[...]`/`[^...]` a class (a leading `]` is literal), anything else
+    itself. Both compare characters by code on a "C" column, case-sensitively."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + 1
+            negate = j < len(pattern) and pattern[j] == "^"
+            j += negate
+            start = j
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 1
+            if j >= len(pattern):
+                raise Untranslatable(f"GLOB pattern {pattern!r} has an unclosed [")
+            body = "".join("\\" + x if x in "\\[]^" else x for x in pattern[start:j])
+            out.append("[" + ("^" if negate else "") + body + "]")
+            i = j
+        else:
+            out.append("\\" + c if c in _REGEX_SPECIAL else c)
+        i += 1
+    out.append("$")
+    return "'" + "".join(out).replace("'", "''") + "'"
+
+
 def _beside_number(toks: Sequence[Tok], k: int, end: int) -> bool:
     """Whether the call at toks[k:end] is compared with a number literal."""
     before = toks[k - 2 : k]
@@ -628,7 +662,15 @@ def translate(
                 out.append(f"({value})::numeric" if _beside_number(toks, k, end) else value)
                 k = end
                 continue
-            elif up in ("SUM", "TOTAL", "AVG") and _has_predicate(args):
+            elif up == "TOTAL":  # sum() that is 0.0, not NULL, over no values
+                if end < len(toks) and _is(toks[end], "OVER", "FILTER"):
+                    raise Untranslatable("total() as a window or filtered aggregate")
+                inner = again(args)
+                inner = f"({inner})::int" if _has_predicate(args) else inner
+                out.append(f"coalesce(sum({inner}), 0)")
+                k = end
+                continue
+            elif up in ("SUM", "AVG") and _has_predicate(args):
                 # SQLite's comparisons are the integers 0/1; PostgreSQL's are boolean
                 inner = again(args)
                 out.append(f"{FUNCTIONS[up]}(({inner})::int)")
@@ -649,6 +691,24 @@ def translate(
                 raise Untranslatable(f"CAST to {target} has no faithful PostgreSQL equivalent")
             out.append(f"CAST({again(args[:as_at], True)} AS {casts[target]})")
             k = end
+            continue
+        if t.kind == "word" and up == "GLOB" and nxt is not None and nxt.kind == "str":
+            back = 2 if k >= 2 and _is(toks[k - 1], "NOT") else 1
+            prev = toks[k - back] if k >= back else None
+            kind = (
+                column_types.get(prev.text.lower())
+                if prev is not None and prev.kind in ("word", "ident")
+                else None
+            )
+            if kind not in ("text", "citext"):  # citext's ~ would ignore case: GLOB never does
+                raise Untranslatable("GLOB of anything but a text column")
+            negated = bool(out) and out[-1] == "NOT"
+            if negated:
+                out.pop()
+            if kind == "citext":
+                out[-1] += "::text"  # the column, NOT popped above
+            out += ["!~" if negated else "~", _glob_regex(nxt.text[1:-1].replace("''", "'"))]
+            k += 2
             continue
         if t.kind == "word" and up in ("GLOB", "REGEXP", "MATCH"):
             raise Untranslatable(f"{up} has no faithful PostgreSQL equivalent")

@@ -364,7 +364,7 @@ def test_fk_orphans_block_and_accepting_keeps_rows_with_a_not_valid_key(tmp_path
 def test_untranslatable_objects_block_until_accepted(tmp_path, migrated_target):
     db = _source(
         tmp_path,
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT CHECK (code GLOB '[A-Z]*'));"
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT CHECK (unicode(code) > 64));"
         " CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN SELECT 1; END;"
         " INSERT INTO t VALUES (1, 'AB');",
     )
@@ -1022,3 +1022,38 @@ def test_order_by_collate_nocase_sorts_as_sqlite(tmp_path, target):
     want = sqlite3.connect(db).execute("SELECT name FROM ranked ORDER BY place").fetchall()
     assert got == want
     assert [r[0] for r in want][:3] == ["é", "É", "z0"]
+
+
+def test_glob_checks_and_views_match_as_in_sqlite(tmp_path, target):
+    """GLOB becomes an anchored regex, case-sensitive even on a NOCASE column: the
+    CHECK refuses what SQLite refused, and views select the same rows. total() is
+    sum() that gives 0 over no rows."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL"
+        "  CHECK (code GLOB '[A-Z]*' AND code NOT GLOB '*[^A-Z0-9]*'),"
+        "  label TEXT COLLATE NOCASE, note TEXT);"
+        " INSERT INTO codes (code, label, note) VALUES ('AB1', 'Alpha', 'a.c (x)'),"
+        "  ('Z', 'alpha', 'zzz'), ('Q9', 'ALPHA*', 'a?c'), ('X', NULL, 'line\nbreak');"
+        " CREATE VIEW picked AS SELECT id FROM codes WHERE label GLOB 'A*'"
+        "  OR note GLOB '*a?c*' OR note GLOB '*\n*';"
+        " CREATE VIEW not_picked AS SELECT id FROM codes WHERE note NOT GLOB 'a[.?]c*';"
+        " CREATE VIEW totals AS SELECT total(id) AS none, total(id > 1) AS big FROM codes"
+        "  WHERE id < 0 UNION ALL SELECT total(id), total(id > 1) FROM codes;",
+    )
+    report = run(db, target)
+    assert report.passed and not report.blocking, report
+    lite = sqlite3.connect(db)
+    with psycopg.connect(target, autocommit=True) as pg:
+        for view in ("picked", "not_picked"):
+            q = f"SELECT id FROM {view} ORDER BY id"
+            assert pg.execute(q).fetchall() == lite.execute(q).fetchall(), view
+        for bad in ("ab", "A-B", "1A"):
+            with pytest.raises(sqlite3.IntegrityError):
+                lite.execute("INSERT INTO codes (code) VALUES (?)", (bad,))
+            with pytest.raises(psycopg.errors.CheckViolation):
+                pg.execute("INSERT INTO codes (code) VALUES (%s)", (bad,))
+        pg.execute("INSERT INTO codes (code) VALUES ('OK2')")
+    assert [r[0] for r in lite.execute("SELECT id FROM picked ORDER BY id")] == [1, 3, 4]
+    with psycopg.connect(target) as pg:  # total() is 0, not NULL, over no rows
+        assert pg.execute("SELECT * FROM totals").fetchall()[0] == (0, 0)

@@ -59,6 +59,8 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("length(body) < 1000", 'length("body") < 1000'),
         ("CAST(x AS INTEGER)", 'CAST("x" AS bigint)'),
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
+        ("total(x)", 'coalesce(sum("x"), 0)'),
+        ("total(position = 'yea')", "coalesce(sum((\"position\" = 'yea')::int), 0)"),
         ("CURRENT_TIMESTAMP", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
         ("datetime('now')", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
         ("x'0aff'", "'\\x0aff'::bytea"),
@@ -191,6 +193,26 @@ def test_order_by_collate_nocase_folds_ascii_like_sqlite():
     ):
         with pytest.raises(Untranslatable):
             tr(bad, column_types=types)
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("code GLOB '[A-Z]*'", "\"code\" ~ '^[A-Z].*$'"),
+        ("t.code NOT GLOB 'a?b.c'", '"t"."code" !~ \'^a.b\\.c$\''),
+        ("code GLOB '[^0-9]x[]^-]'", "\"code\" ~ '^[^0-9]x[\\]\\^-]$'"),
+        ("handle GLOB 'it''s (1)*'", "\"handle\"::text ~ '^it''s \\(1\\).*$'"),
+    ],
+)
+def test_glob_is_an_anchored_case_sensitive_regex(sqlite, postgres):
+    types = {"code": "text", "handle": "citext", "n": "bigint"}
+    assert tr(sqlite, column_types=types) == postgres
+
+
+@pytest.mark.parametrize("sql", ["n GLOB '1*'", "code GLOB pat", "code GLOB '[a'"])
+def test_glob_without_a_faithful_regex_is_refused(sql):
+    with pytest.raises(Untranslatable):
+        tr(sql, column_types={"code": "text", "n": "bigint"})
 
 
 def test_boolean_columns_compare_with_true_false():
