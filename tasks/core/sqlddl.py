@@ -662,6 +662,17 @@ def translate(
                 out.append(f"({value})::numeric" if _beside_number(toks, k, end) else value)
                 k = end
                 continue
+            elif up in ("SUBSTR", "SUBSTRING") and n_args >= 2:
+                parts = split_top(args)
+                start = parts[1]
+                literal = [x.text for x in start]
+                if literal[:1] == ["-"] and len(start) == 2 and start[1].kind == "num":
+                    if n_args > 2:  # SQLite counts from the end; PostgreSQL from before 1
+                        raise Untranslatable("substr() with a negative start and a length")
+                    out.append(f"right({again(parts[0])}, {int(float(start[1].text))})")
+                    k = end
+                    continue
+                fn = "substr"
             elif up == "TOTAL":  # sum() that is 0.0, not NULL, over no values
                 if end < len(toks) and _is(toks[end], "OVER", "FILTER"):
                     raise Untranslatable("total() as a window or filtered aggregate")
@@ -714,6 +725,16 @@ def translate(
             raise Untranslatable(f"{up} has no faithful PostgreSQL equivalent")
         if t.kind == "word" and up == "LIKE":
             out.append("ILIKE")  # SQLite's LIKE ignores ASCII case by default
+            after = toks[k + 2] if k + 2 < len(toks) else None
+            if (
+                nxt is not None
+                and nxt.kind == "str"
+                and "\\" in nxt.text
+                and not (after is not None and _is(after, "ESCAPE"))
+            ):  # PostgreSQL's LIKE escapes with a backslash by default; SQLite's has none
+                out += [nxt.text, "ESCAPE ''"]
+                k += 2
+                continue
         elif t.kind == "word" and up == "COLLATE":
             coll = _name(toks[k + 1]).upper() if nxt else ""
             if coll not in ("BINARY", "NOCASE", "RTRIM"):

@@ -1057,3 +1057,21 @@ def test_glob_checks_and_views_match_as_in_sqlite(tmp_path, target):
     assert [r[0] for r in lite.execute("SELECT id FROM picked ORDER BY id")] == [1, 3, 4]
     with psycopg.connect(target) as pg:  # total() is 0, not NULL, over no rows
         assert pg.execute("SELECT * FROM totals").fetchall()[0] == (0, 0)
+
+
+def test_like_backslashes_and_negative_substr_as_in_sqlite(tmp_path, target):
+    """A backslash in a LIKE pattern is a plain character to SQLite (PostgreSQL's
+    default escape), and substr() with a negative start counts from the end."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE files (id INTEGER PRIMARY KEY, path TEXT NOT NULL);"
+        " INSERT INTO files (path) VALUES ('C:\\tmp\\a.txt'), ('C:%b.txt'), ('/home/c.md');"
+        " CREATE VIEW windows AS SELECT id, substr(path, -3) AS ext FROM files"
+        "  WHERE path LIKE 'c:\\%';",
+    )
+    report = run(db, target)
+    assert report.passed and [v.name for v in report.validation.views] == ["windows"]
+    want = sqlite3.connect(db).execute("SELECT * FROM windows ORDER BY id").fetchall()
+    with psycopg.connect(target) as pg:
+        assert pg.execute("SELECT * FROM windows ORDER BY id").fetchall() == want
+    assert want == [(1, "txt")]

@@ -60,6 +60,11 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("CAST(x AS INTEGER)", 'CAST("x" AS bigint)'),
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
         ("total(x)", 'coalesce(sum("x"), 0)'),
+        ("substr(code, -3)", 'right("code", 3)'),  # SQLite counts a negative start from the end
+        ("substr(code, 2, 3)", 'substr("code", 2, 3)'),
+        # a backslash is a literal in SQLite's LIKE, an escape in PostgreSQL's
+        ("path LIKE 'C:\\%'", "\"path\" ILIKE 'C:\\%' ESCAPE ''"),
+        ("path LIKE 'a!%' ESCAPE '!'", "\"path\" ILIKE 'a!%' ESCAPE '!'"),
         ("total(position = 'yea')", "coalesce(sum((\"position\" = 'yea')::int), 0)"),
         ("CURRENT_TIMESTAMP", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
         ("datetime('now')", "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
@@ -226,6 +231,7 @@ def test_boolean_columns_compare_with_true_false():
         "json_extract(d, '$.a')",
         "d -> 'a'",
         "random()",
+        "substr(code, -3, 2)",
         "date('now', '+1 month')",  # SQLite's month arithmetic overflows into the next
         "date(created)",  # not a timestamp column: its text form depends on the values
         "strftime('%W', 'now')",  # no to_char equivalent (weeks start on Monday)
