@@ -723,6 +723,15 @@ def translate(
             continue
         if t.kind == "word" and up in ("GLOB", "REGEXP", "MATCH"):
             raise Untranslatable(f"{up} has no faithful PostgreSQL equivalent")
+        if t.kind == "word" and up == "IS":
+            # SQLite's IS compares any two values, NULL-safe; PostgreSQL's only takes
+            # NULL, TRUE, FALSE or DISTINCT FROM after it
+            negated = nxt is not None and _is(nxt, "NOT")
+            operand = toks[k + 2] if negated and k + 2 < len(toks) else nxt
+            if operand is not None and not _is(operand, "NULL", "TRUE", "FALSE", "DISTINCT"):
+                out.append("IS DISTINCT FROM" if negated else "IS NOT DISTINCT FROM")
+                k += 2 if negated else 1
+                continue
         if t.kind == "word" and up == "LIKE":
             out.append("ILIKE")  # SQLite's LIKE ignores ASCII case by default
             after = toks[k + 2] if k + 2 < len(toks) else None

@@ -60,6 +60,9 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("CAST(x AS INTEGER)", 'CAST("x" AS bigint)'),
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
         ("total(x)", 'coalesce(sum("x"), 0)'),
+        ("a IS b", '"a" IS NOT DISTINCT FROM "b"'),
+        ("a IS NOT 3", '"a" IS DISTINCT FROM 3'),
+        ("a IS NOT NULL AND b IS NULL", '"a" IS NOT NULL AND "b" IS NULL'),
         ("substr(code, -3)", 'right("code", 3)'),  # SQLite counts a negative start from the end
         ("substr(code, 2, 3)", 'substr("code", 2, 3)'),
         # a backslash is a literal in SQLite's LIKE, an escape in PostgreSQL's

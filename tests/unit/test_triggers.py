@@ -167,3 +167,11 @@ def test_date_functions_read_new_and_old_timestamp_columns():
     )
     # the probes PostgreSQL type-checks read the same functions of typed NULLs
     assert any("to_char(CAST(NULL AS timestamp), 'YYYY-MM-DD')" in p for p in t.probes)
+
+
+def test_is_not_compares_any_values_null_safely():
+    t = tr(
+        "CREATE TRIGGER p AFTER UPDATE ON items WHEN NEW.price IS NOT OLD.price"
+        " BEGIN UPDATE items SET flag = 1 WHERE id = NEW.id; END"
+    )
+    assert t.when == 'NEW."price" IS DISTINCT FROM OLD."price"'
