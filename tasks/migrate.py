@@ -1286,8 +1286,13 @@ def _pg_view(dsn: str, password: str, name: str) -> tuple[int, int]:
         pg.execute("SET cursor_tuple_fraction = 1")  # plan for the whole result, not the first rows
         pg.execute("SET work_mem = '64MB'")  # hash aggregates in memory: bill_tally 1.04 s → 0.74 s
         cur.itersize = 5000
-        cur.execute(f"SELECT * FROM {STAGE}.{quote_ident(name)}")
-        return _view_digest(cur)
+        try:
+            cur.execute(f"SELECT * FROM {STAGE}.{quote_ident(name)}")
+            return _view_digest(cur)
+        except psycopg.Error as exc:  # e.g. a cast SQLite would have made quietly
+            raise _pg_error(
+                exc, password, f"view {name!r} fails in PostgreSQL over the migrated rows"
+            ) from exc
 
 
 def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:

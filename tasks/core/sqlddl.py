@@ -492,6 +492,24 @@ def _glob_regex(pattern: str) -> str:
     return "'" + "".join(out).replace("'", "''") + "'"
 
 
+def _operand_end(toks: Sequence[Tok], i: int) -> int | None:
+    """The end of the primary at toks[i] (a column, qualified column, function call or
+    parenthesised expression); None for anything else."""
+    t = toks[i]
+    nxt = toks[i + 1] if i + 1 < len(toks) else None
+    if t.kind == "lp":
+        return paren_body(toks, i)[1]
+    if t.kind == "word" and t.text.upper() in KEYWORDS - {"CAST"}:
+        return None
+    if t.kind == "word" and nxt is not None and nxt.kind == "lp":
+        return paren_body(toks, i + 1)[1]
+    if t.kind in ("word", "ident"):
+        if nxt is not None and nxt.text == "." and i + 2 < len(toks):
+            return i + 3
+        return i + 1
+    return None
+
+
 def _beside_number(toks: Sequence[Tok], k: int, end: int) -> bool:
     """Whether the call at toks[k:end] is compared with a number literal."""
     before = toks[k - 2 : k]
@@ -723,6 +741,14 @@ def translate(
             continue
         if t.kind == "word" and up in ("GLOB", "REGEXP", "MATCH"):
             raise Untranslatable(f"{up} has no faithful PostgreSQL equivalent")
+        if t.kind == "op" and t.text == "/" and nxt is not None and nxt.kind != "num":
+            # SQLite divides by zero to NULL, PostgreSQL raises: the divisor becomes
+            # NULL where it is 0 (a literal divisor is left as written)
+            stop = _operand_end(toks, k + 1)
+            if stop is not None:
+                out += ["/", f"nullif({again(toks[k + 1 : stop])}, 0)"]
+                k = stop
+                continue
         if t.kind == "word" and up == "IS":
             # SQLite's IS compares any two values, NULL-safe; PostgreSQL's only takes
             # NULL, TRUE, FALSE or DISTINCT FROM after it

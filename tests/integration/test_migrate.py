@@ -1076,3 +1076,39 @@ def test_like_backslashes_and_negative_substr_as_in_sqlite(tmp_path, target):
     with psycopg.connect(target) as pg:
         assert pg.execute("SELECT * FROM windows ORDER BY id").fetchall() == want
     assert want == [(1, "txt")]
+
+
+def test_division_by_zero_is_null_as_in_sqlite(tmp_path, target):
+    """SQLite divides by zero to NULL where PostgreSQL raises: a view over rows with
+    zero divisors gives the same NULLs on both sides instead of failing."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE nums (id INTEGER PRIMARY KEY, a INTEGER NOT NULL, b INTEGER NOT NULL);"
+        " INSERT INTO nums (a, b) VALUES (7, 2), (5, 0), (-9, 4), (3, 0);"
+        " CREATE VIEW ratios AS SELECT id, a / b AS q, a * 1.0 / b AS r,"
+        "  sum(a) OVER () / (SELECT count(*) FROM nums WHERE b > 9) AS none FROM nums;",
+    )
+    report = run(db, target)
+    assert report.passed and [v.name for v in report.validation.views] == ["ratios"]
+    want = sqlite3.connect(db).execute("SELECT * FROM ratios ORDER BY id").fetchall()
+    with psycopg.connect(target) as pg:
+        got = pg.execute("SELECT * FROM ratios ORDER BY id").fetchall()
+    assert [(i, q, None if r is None else float(r), n) for i, q, r, n in got] == want
+    assert want[1] == (2, None, None, None) and want[2][1] == -2  # truncated, both sides
+
+
+def test_a_view_that_fails_in_postgresql_is_a_clear_error(tmp_path, migrated_target):
+    """SQLite turns 'abc' into 0 in arithmetic; PostgreSQL refuses the cast. The view
+    translates, but querying it over the rows fails: a MigrationError naming the view,
+    and the target as it was."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);"
+        " INSERT INTO t (s) VALUES ('12'), ('abc');"
+        " CREATE VIEW nums AS SELECT id, CAST(s AS INTEGER) + 1 AS n FROM t;",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match="view 'nums' fails in PostgreSQL") as info:
+        run(db, migrated_target)
+    assert "invalid input syntax" in str(info.value)
+    assert fingerprint(migrated_target) == before

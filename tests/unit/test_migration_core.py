@@ -61,6 +61,11 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
         ("total(x)", 'coalesce(sum("x"), 0)'),
         ("a IS b", '"a" IS NOT DISTINCT FROM "b"'),
+        # SQLite divides by zero to NULL: the divisor is NULL where it is 0
+        ("a / t.b + 1", '"a" / nullif("t"."b", 0) + 1'),
+        ("a / (b - c) / 2", '"a" / nullif(("b" - "c"), 0) / 2'),
+        ("sum(a) / count(b)", 'sum("a") / nullif(count("b"), 0)'),
+        ("a / CAST(b AS REAL)", '"a" / nullif(CAST("b" AS double precision), 0)'),
         ("a IS NOT 3", '"a" IS DISTINCT FROM 3'),
         ("a IS NOT NULL AND b IS NULL", '"a" IS NOT NULL AND "b" IS NULL'),
         ("substr(code, -3)", 'right("code", 3)'),  # SQLite counts a negative start from the end
