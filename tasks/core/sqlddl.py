@@ -313,7 +313,13 @@ _STRFTIME = {
     "F": "YYYY-MM-DD",
     "T": "HH24:MI:SS",
 }
-_FIXED = {"DATE": "%Y-%m-%d", "TIME": "%H:%M:%S", "DATETIME": "%Y-%m-%d %H:%M:%S"}
+_FIXED = {
+    "DATE": "%Y-%m-%d",
+    "TIME": "%H:%M:%S",
+    "DATETIME": "%Y-%m-%d %H:%M:%S",
+    "JULIANDAY": "julian",
+    "UNIXEPOCH": "%s",
+}
 # Layouts PostgreSQL reads back as a timestamp, for a timestamp/date column's value.
 _TIMESTAMP_LAYOUTS = {
     "YYYY-MM-DD",
@@ -405,6 +411,11 @@ def _date_function(
             " equivalent"
         )
     instant = _modified(value, modifiers)
+    if name == "UNIXEPOCH":  # an integer, unlike strftime('%s')
+        return f"floor(extract(epoch FROM {instant}))::bigint"
+    if fmt == "julian":  # SQLite's day starts at noon (astronomical), PostgreSQL's at midnight;
+        # a double, as SQLite's: differences of two then cancel the same way in both
+        return f"(extract(julian FROM {instant}) - 0.5)::float8"
     if fmt == "%s":  # text, as SQLite returns it, unless an integer is wanted
         epoch = f"floor(extract(epoch FROM {instant}))::bigint"
         return f"{epoch}::text" if now_as_text else epoch
@@ -668,7 +679,20 @@ def translate(
                 continue
             elif up in ("MAX", "MIN"):
                 fn = up.lower()
-            elif up in ("DATE", "TIME", "DATETIME", "STRFTIME"):
+            elif up == "IIF" and n_args == 3:
+                cond, yes, no = split_top(args)
+                single = len(cond) == 1 and cond[0].text.lower() in booleans
+                test = again(cond) if single or _has_predicate(cond) else f"({again(cond)}) <> 0"
+                out.append(f"CASE WHEN {test} THEN {again(yes)} ELSE {again(no)} END")
+                k = end
+                continue
+            elif up == "ROUND":  # half away from zero, as SQLite; float8 round() is half even
+                parts = split_top(args)
+                digits = f", {again(parts[1])}" if len(parts) > 1 else ""
+                out.append(f"round(({again(parts[0])})::numeric{digits})")
+                k = end
+                continue
+            elif up in ("DATE", "TIME", "DATETIME", "STRFTIME", "JULIANDAY", "UNIXEPOCH"):
                 # compared with a timestamp column, the value is a timestamp too: SQLite
                 # compared the texts, which order as the instants when laid out alike
                 now = now_as_text and not _beside_temporal(toks, k, end, temporal)

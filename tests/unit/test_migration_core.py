@@ -61,6 +61,10 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
         ("total(x)", 'coalesce(sum("x"), 0)'),
         ("a IS b", '"a" IS NOT DISTINCT FROM "b"'),
+        ("iif(a > 1, 'big', 'small')", "CASE WHEN \"a\" > 1 THEN 'big' ELSE 'small' END"),
+        ("iif(qty, 1, 0)", 'CASE WHEN ("qty") <> 0 THEN 1 ELSE 0 END'),
+        ("round(price, 2)", 'round(("price")::numeric, 2)'),  # half away from zero
+        ("round(price)", 'round(("price")::numeric)'),
         # SQLite divides by zero to NULL: the divisor is NULL where it is 0
         ("a / t.b + 1", '"a" / nullif("t"."b", 0) + 1'),
         ("a / (b - c) / 2", '"a" / nullif(("b" - "c"), 0) / 2'),
@@ -146,6 +150,11 @@ def test_a_named_window_is_refused():
         ("strftime('%Y-%m', e.at)", 'to_char("e"."at", \'YYYY-MM\')'),
         ("strftime('%s', at)", 'floor(extract(epoch FROM "at"))::bigint::text'),
         ("strftime('%w', at)", 'extract(dow FROM "at")::int::text'),
+        ("julianday(at)", '(extract(julian FROM "at") - 0.5)::float8'),
+        (
+            "unixepoch(at, '+1 day')",
+            "floor(extract(epoch FROM (\"at\" + interval '1 day')))::bigint",
+        ),
         (
             "datetime(at, '+1.5 days', 'start of month', '-3 hours')",
             "to_char((date_trunc('month', (\"at\" + interval '1.5 day')) + interval '-3 hour'),"
