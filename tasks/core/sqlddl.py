@@ -386,13 +386,13 @@ def _date_function(
     name: str,
     args: list[list[Tok]],
     now_as_text: bool,
-    column: Callable[[list[Tok]], str | None],
+    column: Callable[..., str | None],
 ) -> str:
     """date/time/datetime/strftime as to_char() of the same instant: of 'now' (UTC,
-    like SQLite), or of a column that became a timestamp or date (its values were
-    all ISO text, which is what SQLite's functions read), shifted by the modifiers
-    that have an exact equivalent. `strftime('%s', …)` is the integer epoch SQLite
-    apps store in INTEGER columns."""
+    like SQLite), of a column that became a timestamp or date (its values were all
+    ISO text, which is what SQLite's functions read), or of an integer column read
+    with 'unixepoch', shifted by the modifiers that have an exact equivalent.
+    `strftime('%s', …)` is the integer epoch SQLite apps store in INTEGER columns."""
     if name == "STRFTIME":
         if not args or len(args[0]) != 1 or args[0][0].kind != "str":
             raise Untranslatable("strftime() with a format that is not a literal")
@@ -405,6 +405,10 @@ def _date_function(
     modifiers = [a[0].text if len(a) == 1 and a[0].kind == "str" else None for a in args[1:]]
     is_now = len(head) == 1 and head[0].kind == "str" and head[0].text.lower() == "'now'"
     value = _NOW if is_now else column(head)
+    if value is None and modifiers[:1] and (modifiers[0] or "").lower() == "'unixepoch'":
+        epoch = column(head, "bigint")  # seconds since 1970 in UTC, as SQLite reads them
+        value = None if epoch is None else f"(to_timestamp({epoch}) AT TIME ZONE 'UTC')"
+        modifiers = modifiers[1:]
     if value is None:
         raise Untranslatable(
             f"{name.lower()}() of anything but 'now' or a date/time column has no faithful"

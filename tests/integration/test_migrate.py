@@ -1116,20 +1116,22 @@ def test_a_view_that_fails_in_postgresql_is_a_clear_error(tmp_path, migrated_tar
 
 def test_iif_round_julianday_in_views_as_in_sqlite(tmp_path, target):
     """iif() is a CASE; round() rounds halves away from zero as SQLite does (float8's
-    round() would go to even); julianday() counts from noon as SQLite does."""
+    round() would go to even); julianday() counts from noon as SQLite does; an
+    integer column read with 'unixepoch' is seconds since 1970 in UTC."""
     from tasks.core.migration import loose_value
 
     db = _source(
         tmp_path,
         "CREATE TABLE m (id INTEGER PRIMARY KEY, price REAL NOT NULL, qty INTEGER NOT NULL,"
-        " at DATETIME NOT NULL);"
-        " INSERT INTO m (price, qty, at) VALUES (2.5, 0, '2024-02-29 18:00:00'),"
-        " (-2.5, 3, '2000-01-01 12:00:00'), (1.005, 1, '2024-03-01'), (0.125, 2,"
-        " '1999-12-31 23:59:59.500');"
+        " at DATETIME NOT NULL, ts INTEGER);"
+        " INSERT INTO m (price, qty, at, ts) VALUES (2.5, 0, '2024-02-29 18:00:00', 0),"
+        " (-2.5, 3, '2000-01-01 12:00:00', 1709229600), (1.005, 1, '2024-03-01', NULL),"
+        " (0.125, 2, '1999-12-31 23:59:59.500', -86401);"
         " CREATE VIEW shown AS SELECT id, iif(qty, 'some', 'none') AS stock,"
         "  iif(price > 0, round(price), round(price, 1)) AS r, round(price, 2) AS r2,"
         "  julianday(at) AS jd, julianday(at) - julianday(at, 'start of day') AS frac,"
-        "  unixepoch(at) AS epoch FROM m;",
+        "  unixepoch(at) AS epoch, datetime(ts, 'unixepoch') AS stamp,"
+        "  date(ts, 'unixepoch', 'start of month', '+1 day') AS month FROM m;",
     )
     report = run(db, target)
     assert report.passed, report
@@ -1138,3 +1140,4 @@ def test_iif_round_julianday_in_views_as_in_sqlite(tmp_path, target):
         got = pg.execute("SELECT * FROM shown ORDER BY id").fetchall()
     assert [tuple(map(loose_value, r)) for r in got] == [tuple(map(loose_value, r)) for r in want]
     assert want[0][1:3] == ("none", 3.0) and want[1][2] == -2.5 and want[1][4] == 2451545.0
+    assert want[3][-2:] == ("1969-12-30 23:59:59", "1969-12-02")

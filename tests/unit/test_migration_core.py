@@ -152,6 +152,11 @@ def test_a_named_window_is_refused():
         ("strftime('%w', at)", 'extract(dow FROM "at")::int::text'),
         ("julianday(at)", '(extract(julian FROM "at") - 0.5)::float8'),
         (
+            "datetime(ts, 'unixepoch', '+1 hour')",
+            "to_char(((to_timestamp(\"ts\") AT TIME ZONE 'UTC') + interval '1 hour'),"
+            " 'YYYY-MM-DD HH24:MI:SS')",
+        ),
+        (
             "unixepoch(at, '+1 day')",
             "floor(extract(epoch FROM (\"at\" + interval '1 day')))::bigint",
         ),
@@ -172,7 +177,7 @@ def test_a_named_window_is_refused():
     ],
 )
 def test_date_functions_read_timestamp_columns(sqlite, postgres):
-    assert tr(sqlite, column_types={"at": "timestamp"}) == postgres
+    assert tr(sqlite, column_types={"at": "timestamp", "ts": "bigint"}) == postgres
 
 
 def test_json_extract_reads_jsonb_columns_as_sqlite_returns_values():
