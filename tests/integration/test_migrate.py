@@ -602,6 +602,17 @@ def _state(rows: Any) -> list[tuple[Any, ...]]:
     return [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
 
 
+def _both(db: Path, dsn: str, query: str, views: list[str]) -> tuple[list[Any], list[Any]]:
+    """Migrate `db` (validation passed, exactly `views` compared), then `query`'s rows
+    from PostgreSQL and from SQLite, for the test to compare in its own way."""
+    report = run(db, dsn)
+    assert report.passed and not report.blocking, report
+    assert sorted(v.name for v in report.validation.views) == sorted(views)
+    with psycopg.connect(dsn) as pg:
+        got = pg.execute(query).fetchall()
+    return got, sqlite3.connect(db).execute(query).fetchall()
+
+
 def _compare_behaviour(db: Path, dsn: str) -> None:
     """Apply WRITES to a copy of the source and to PostgreSQL; tables must end the same."""
     copy = db.with_name("behaviour.db")
@@ -773,11 +784,7 @@ def test_window_functions_and_sqlite_null_order_in_views(tmp_path, target):
         "  (SELECT s.id FROM scores s WHERE s.team = scores.team ORDER BY s.pts LIMIT 1) AS low"
         " FROM scores;",
     )
-    report = run(db, target)
-    assert report.passed and [v.name for v in report.validation.views] == ["ranked"]
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT * FROM ranked ORDER BY id").fetchall()
-    want = sqlite3.connect(db).execute("SELECT * FROM ranked ORDER BY id").fetchall()
+    got, want = _both(db, target, "SELECT * FROM ranked ORDER BY id", ["ranked"])
     assert _state(got) == _state(want)
 
 
@@ -1016,11 +1023,7 @@ def test_order_by_collate_nocase_sorts_as_sqlite(tmp_path, target):
         " CREATE VIEW ranked AS SELECT name,"
         "  row_number() OVER (ORDER BY name COLLATE NOCASE DESC, id) AS place FROM people;",
     )
-    report = run(db, target)
-    assert report.passed and [v.name for v in report.validation.views] == ["ranked"]
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT name FROM ranked ORDER BY place").fetchall()
-    want = sqlite3.connect(db).execute("SELECT name FROM ranked ORDER BY place").fetchall()
+    got, want = _both(db, target, "SELECT name FROM ranked ORDER BY place", ["ranked"])
     assert got == want
     assert [r[0] for r in want][:3] == ["é", "É", "z0"]
 
@@ -1070,11 +1073,8 @@ def test_like_backslashes_and_negative_substr_as_in_sqlite(tmp_path, target):
         " CREATE VIEW windows AS SELECT id, substr(path, -3) AS ext FROM files"
         "  WHERE path LIKE 'c:\\%';",
     )
-    report = run(db, target)
-    assert report.passed and [v.name for v in report.validation.views] == ["windows"]
-    want = sqlite3.connect(db).execute("SELECT * FROM windows ORDER BY id").fetchall()
-    with psycopg.connect(target) as pg:
-        assert pg.execute("SELECT * FROM windows ORDER BY id").fetchall() == want
+    got, want = _both(db, target, "SELECT * FROM windows ORDER BY id", ["windows"])
+    assert got == want
     assert want == [(1, "txt")]
 
 
@@ -1088,11 +1088,7 @@ def test_division_by_zero_is_null_as_in_sqlite(tmp_path, target):
         " CREATE VIEW ratios AS SELECT id, a / b AS q, a * 1.0 / b AS r,"
         "  sum(a) OVER () / (SELECT count(*) FROM nums WHERE b > 9) AS none FROM nums;",
     )
-    report = run(db, target)
-    assert report.passed and [v.name for v in report.validation.views] == ["ratios"]
-    want = sqlite3.connect(db).execute("SELECT * FROM ratios ORDER BY id").fetchall()
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT * FROM ratios ORDER BY id").fetchall()
+    got, want = _both(db, target, "SELECT * FROM ratios ORDER BY id", ["ratios"])
     assert [(i, q, None if r is None else float(r), n) for i, q, r, n in got] == want
     assert want[1] == (2, None, None, None) and want[2][1] == -2  # truncated, both sides
 
@@ -1133,11 +1129,7 @@ def test_iif_round_julianday_in_views_as_in_sqlite(tmp_path, target):
         "  unixepoch(at) AS epoch, datetime(ts, 'unixepoch') AS stamp,"
         "  date(ts, 'unixepoch', 'start of month', '+1 day') AS month FROM m;",
     )
-    report = run(db, target)
-    assert report.passed, report
-    want = sqlite3.connect(db).execute("SELECT * FROM shown ORDER BY id").fetchall()
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT * FROM shown ORDER BY id").fetchall()
+    got, want = _both(db, target, "SELECT * FROM shown ORDER BY id", ["shown"])
     assert [tuple(map(loose_value, r)) for r in got] == [tuple(map(loose_value, r)) for r in want]
     assert want[0][1:3] == ("none", 3.0) and want[1][2] == -2.5 and want[1][4] == 2451545.0
     assert want[3][-2:] == ("1969-12-30 23:59:59", "1969-12-02")
