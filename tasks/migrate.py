@@ -910,7 +910,7 @@ UNION
 SELECT format('privileges on column %%I of %%s', a.attname, a.attrelid::regclass)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 WHERE a.attrelid IN (SELECT oid FROM moved) AND a.attacl IS NOT NULL AND a.attnum > 0
-  AND NOT a.attisdropped
+  AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
   AND NOT (c.relname || '.' || a.attname) = ANY(%(columns)s)
 ORDER BY 1
 """
