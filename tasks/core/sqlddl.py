@@ -543,18 +543,16 @@ def _beside_number(toks: Sequence[Tok], k: int, end: int) -> bool:
 _JSON_STEP = re.compile(r'\.(?:"((?:[^"\\]|\\.)*)"|([^.\["]+))|\[(\d+)\]')
 
 
-def _json_extract(args: list[list[Tok]], column: Callable[[list[Tok]], str | None]) -> str:
-    """json_extract(jsonb column, '$.path') with SQLite's result: text for a string,
-    1/0 for true/false, NULL for null or a missing path, and the number's text (a
-    number compared with a number literal is cast to numeric). An object or array
-    comes back as jsonb's text, which orders keys its own way: the view check
-    reports such a view if the results differ."""
-    if len(args) != 2 or len(args[1]) != 1 or args[1][0].kind != "str":
-        raise Untranslatable("json_extract() with other than one literal path")
+def _json_node(
+    name: str, args: list[list[Tok]], column: Callable[[list[Tok]], str | None], paths: int
+) -> str:
+    """The jsonb node that `name(column[, '$.path'])` reads: `column #> '{keys}'`."""
+    if not 1 <= len(args) <= 1 + paths or any(len(a) != 1 or a[0].kind != "str" for a in args[1:]):
+        raise Untranslatable(f"{name}() with other than a column and one literal path")
     value = column(args[0])
     if value is None:
-        raise Untranslatable("json_extract() of anything but a column that became jsonb")
-    path = args[1][0].text[1:-1].replace("''", "'")
+        raise Untranslatable(f"{name}() of anything but a column that became jsonb")
+    path = args[1][0].text[1:-1].replace("''", "'") if len(args) > 1 else "$"
     if not path.startswith("$"):
         raise Untranslatable(f"JSON path {path!r}")
     keys: list[str] = []
@@ -577,10 +575,41 @@ def _json_extract(args: list[list[Tok]], column: Callable[[list[Tok]], str | Non
         + ",".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys)
         + "}"
     )
-    node = f"({value} #> '{literal.replace(chr(39), chr(39) * 2)}')" if keys else value
+    return f"({value} #> '{literal.replace(chr(39), chr(39) * 2)}')" if keys else value
+
+
+def _json_extract(args: list[list[Tok]], column: Callable[[list[Tok]], str | None]) -> str:
+    """json_extract(jsonb column, '$.path') with SQLite's result: text for a string,
+    1/0 for true/false, NULL for null or a missing path, and the number's text (a
+    number compared with a number literal is cast to numeric). An object or array
+    comes back as jsonb's text, which orders keys its own way: the view check
+    reports such a view if the results differ."""
+    if len(args) != 2:
+        raise Untranslatable("json_extract() with other than one literal path")
+    node = _json_node("json_extract", args, column, 1)
     return (
         f"(CASE jsonb_typeof({node}) WHEN 'boolean' THEN ({node})::boolean::int::text"
         f" ELSE {node} #>> '{{}}' END)"
+    )
+
+
+def _json_array_length(args: list[list[Tok]], column: Callable[[list[Tok]], str | None]) -> str:
+    """SQLite: the array's length, 0 for any other JSON value, NULL for a missing path."""
+    node = _json_node("json_array_length", args, column, 1)
+    return (
+        f"(CASE WHEN {node} IS NULL THEN NULL WHEN jsonb_typeof({node}) = 'array'"
+        f" THEN jsonb_array_length({node}) ELSE 0 END)"
+    )
+
+
+def _json_type(args: list[list[Tok]], column: Callable[[list[Tok]], str | None]) -> str:
+    """SQLite's names: 'true'/'false', 'text', 'integer' or 'real' by the number's
+    text (jsonb writes 1e3 as 1000, which SQLite calls real: the view check tells)."""
+    node = _json_node("json_type", args, column, 1)
+    return (
+        f"(CASE jsonb_typeof({node}) WHEN 'boolean' THEN ({node})::text"
+        f" WHEN 'string' THEN 'text' WHEN 'number' THEN CASE WHEN ({node})::text ~ '^-?[0-9]+$'"
+        f" THEN 'integer' ELSE 'real' END ELSE jsonb_typeof({node}) END)"
     )
 
 
@@ -703,6 +732,11 @@ def translate(
                 out.append(_date_function(up, split_top(args), now, column))
                 k = end
                 continue
+            elif up in ("JSON_ARRAY_LENGTH", "JSON_TYPE"):
+                fn_ = _json_array_length if up == "JSON_ARRAY_LENGTH" else _json_type
+                out.append(fn_(split_top(args), lambda a: column(a, "jsonb")))
+                k = end
+                continue
             elif up == "JSON_EXTRACT":
                 value = _json_extract(split_top(args), lambda a: column(a, "jsonb"))
                 out.append(f"({value})::numeric" if _beside_number(toks, k, end) else value)
@@ -775,6 +809,19 @@ def translate(
             stop = _operand_end(toks, k + 1)
             if stop is not None:
                 out += ["/", f"nullif({again(toks[k + 1 : stop])}, 0)"]
+                k = stop
+                continue
+        if t.kind == "word" and up == "LIMIT":
+            stop = k + 1
+            depth = 0
+            while stop < len(toks) and not (
+                depth == 0 and (toks[stop].kind in ("rp", "semi") or _is(toks[stop], *_ORDER_END))
+            ):
+                depth += (toks[stop].kind == "lp") - (toks[stop].kind == "rp")
+                stop += 1
+            parts = split_top(toks[k + 1 : stop])
+            if len(parts) == 2:  # SQLite's LIMIT offset, count
+                out.append(f"LIMIT {again(parts[1])} OFFSET {again(parts[0])}")
                 k = stop
                 continue
         if t.kind == "word" and up == "IS":

@@ -906,20 +906,28 @@ def test_views_read_json_columns_through_json_extract(tmp_path, target):
         "  payload ->> 'kind' AS kind_again, d.payload ->> '$.tags[0]' AS first_tag"
         "  FROM docs d;"
         " CREATE VIEW big AS SELECT json_extract(payload, '$.kind') AS kind, count(*) AS n"
-        "  FROM docs WHERE json_extract(payload, '$.n') > 5 GROUP BY 1;",
+        "  FROM docs WHERE json_extract(payload, '$.n') > 5 GROUP BY 1;"
+        " CREATE VIEW shapes AS SELECT id, json_array_length(payload, '$.tags') AS tags,"
+        "  json_array_length(payload) AS top, json_type(payload, '$.n') AS n_type,"
+        "  json_type(payload, '$.ok') AS ok_type, json_type(payload, '$.kind') AS kind_type"
+        "  FROM docs ORDER BY id LIMIT 1, 2;",
     )
     report = run(db, target)
     assert report.passed, report
-    assert sorted(v.name for v in report.validation.views) == ["big", "fields"]
+    assert sorted(v.name for v in report.validation.views) == ["big", "fields", "shapes"]
     lite = sqlite3.connect(db)
     with psycopg.connect(target) as pg:
-        for view in ("fields", "big"):
+        for view in ("fields", "big", "shapes"):
             got = pg.execute(f"SELECT * FROM {view} ORDER BY 1").fetchall()
             want = lite.execute(f"SELECT * FROM {view} ORDER BY 1").fetchall()
             assert [tuple(map(loose_value, r)) for r in got] == [
                 tuple(map(loose_value, r)) for r in want
             ], view
         assert pg.execute("SELECT * FROM big").fetchall() == [("vote", 2)]
+        assert pg.execute("SELECT * FROM shapes ORDER BY id").fetchall() == [
+            (2, 1, 0, "real", "false", "text"),
+            (3, 0, 0, "integer", None, "text"),
+        ]
 
 
 def test_a_remigration_keeps_the_privileges_roles_had(tmp_path, migrated_target):

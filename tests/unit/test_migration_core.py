@@ -61,6 +61,11 @@ def test_identifiers_are_requoted_with_their_real_spelling_and_never_injected():
         ("sum(position = 'yea')", "sum((\"position\" = 'yea')::int)"),
         ("total(x)", 'coalesce(sum("x"), 0)'),
         ("a IS b", '"a" IS NOT DISTINCT FROM "b"'),
+        ("SELECT a FROM t LIMIT 5, 10", 'SELECT "a" FROM "t" LIMIT 10 OFFSET 5'),
+        (
+            "SELECT (SELECT a FROM t LIMIT 1, 2) LIMIT 3",
+            'SELECT(SELECT "a" FROM "t" LIMIT 2 OFFSET 1) LIMIT 3',
+        ),
         ("iif(a > 1, 'big', 'small')", "CASE WHEN \"a\" > 1 THEN 'big' ELSE 'small' END"),
         ("iif(qty, 1, 0)", 'CASE WHEN ("qty") <> 0 THEN 1 ELSE 0 END'),
         ("round(price, 2)", 'round(("price")::numeric, 2)'),  # half away from zero
@@ -240,6 +245,18 @@ def test_glob_is_an_anchored_case_sensitive_regex(sqlite, postgres):
 def test_glob_without_a_faithful_regex_is_refused(sql):
     with pytest.raises(Untranslatable):
         tr(sql, column_types={"code": "text", "n": "bigint"})
+
+
+def test_json_array_length_and_type_read_jsonb_columns():
+    types = {"payload": "jsonb"}
+    node = '("payload" #> \'{"tags"}\')'
+    assert tr("json_array_length(payload, '$.tags')", column_types=types) == (
+        f"(CASE WHEN {node} IS NULL THEN NULL WHEN jsonb_typeof({node}) = 'array'"
+        f" THEN jsonb_array_length({node}) ELSE 0 END)"
+    )
+    assert "WHEN 'string' THEN 'text'" in tr("json_type(payload)", column_types=types)
+    with pytest.raises(Untranslatable):
+        tr("json_type(body, '$.a')", column_types=types)
 
 
 def test_boolean_columns_compare_with_true_false():
