@@ -408,9 +408,9 @@ def build_plan(
         booleans = frozenset(c.name.lower() for c in cols if c.pg_type == "boolean")
         all_booleans |= booleans
         checks: list[str] = []
+        own = {c.name.lower(): c.pg_type for c in cols}
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
-                own = {c.name.lower(): c.pg_type for c in cols}
                 checks.append(translate(toks, resolve, booleans=booleans, column_types=own))
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
@@ -504,7 +504,7 @@ def build_plan(
     # date and JSON functions in views may read a column that has the type they need
     # in every table with one by its name (a name alone does not say which table it is)
     column_types = {
-        n: "timestamp" if k <= {"timestamp", "date"} else k.pop()
+        n: "timestamp" if k <= {"timestamp", "date"} else next(iter(k))
         for n, k in kinds.items()
         if len(k) == 1 or k <= {"timestamp", "date"}
     }

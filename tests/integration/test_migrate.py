@@ -602,12 +602,17 @@ def _state(rows: Any) -> list[tuple[Any, ...]]:
     return [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
 
 
-def _both(db: Path, dsn: str, query: str, views: list[str]) -> tuple[list[Any], list[Any]]:
-    """Migrate `db` (validation passed, exactly `views` compared), then `query`'s rows
-    from PostgreSQL and from SQLite, for the test to compare in its own way."""
+def _migrated(db: Path, dsn: str, views: list[str]) -> None:
+    """Migrate `db`: validation passed, with exactly `views` compared on both sides."""
     report = run(db, dsn)
     assert report.passed and not report.blocking, report
     assert sorted(v.name for v in report.validation.views) == sorted(views)
+
+
+def _both(db: Path, dsn: str, query: str, views: list[str]) -> tuple[list[Any], list[Any]]:
+    """Migrate `db` (as `_migrated`), then `query`'s rows from PostgreSQL and from
+    SQLite, for the test to compare in its own way."""
+    _migrated(db, dsn, views)
     with psycopg.connect(dsn) as pg:
         got = pg.execute(query).fetchall()
     return got, sqlite3.connect(db).execute(query).fetchall()
@@ -864,9 +869,7 @@ def test_views_format_and_shift_stored_datetimes_as_sqlite(tmp_path, target):
         " CREATE VIEW recent AS SELECT id, kind FROM events"
         "  WHERE at >= datetime('now', '-30 days');",
     )
-    report = run(db, target)
-    assert report.passed, report
-    assert sorted(v.name for v in report.validation.views) == ["monthly", "recent", "shaped"]
+    _migrated(db, target, ["monthly", "recent", "shaped"])
     lite = sqlite3.connect(db)
     with psycopg.connect(target) as pg:
         assert pg.execute(
@@ -912,9 +915,7 @@ def test_views_read_json_columns_through_json_extract(tmp_path, target):
         "  json_type(payload, '$.ok') AS ok_type, json_type(payload, '$.kind') AS kind_type"
         "  FROM docs ORDER BY id LIMIT 1, 2;",
     )
-    report = run(db, target)
-    assert report.passed, report
-    assert sorted(v.name for v in report.validation.views) == ["big", "fields", "shapes"]
+    _migrated(db, target, ["big", "fields", "shapes"])
     lite = sqlite3.connect(db)
     with psycopg.connect(target) as pg:
         for view in ("fields", "big", "shapes"):
