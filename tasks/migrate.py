@@ -75,6 +75,7 @@ from tasks.core.migration import (
     stream_digested,
 )
 from tasks.core.redact import redact
+from tasks.core.sqlddl import json_checked
 from tasks.core.sqlmap import ColumnStats, quote_ident
 from tasks.core.triggers import PlanTrigger, trigger_sql
 from tasks.sqlite_scan import Raw, merge_raw, open_readonly, scan_table_raw, stats_of
@@ -333,6 +334,7 @@ def _scan_part(path: Path, t: SourceTable, where: str) -> list[Raw]:
             where,
             notnull=[x.notnull for x in t.columns],
             rowid_alias=alias,
+            json=json_checked(t.sql),
         )
     finally:
         c.close()

@@ -32,7 +32,7 @@ _CLASSES = ("integer", "real", "text", "blob")
 _TESTS = 8  # value tests per column, after the storage-class facts
 
 
-def _value_tests(c: str, declared: str) -> str:
+def _value_tests(c: str, declared: str, json: bool = False) -> str:
     """Value tests only where the declared type can use them.
 
     json_valid/julianday/date on every text value cost more than the rest of
@@ -59,7 +59,7 @@ def _value_tests(c: str, declared: str) -> str:
         parts[7] = "0"
     if "BOOL" not in d:
         parts[2] = "0"
-    if "JSON" not in d:
+    if "JSON" not in d and not json:
         parts[3] = "0"
     if "DATE" not in d and "TIME" not in d:
         parts[4] = parts[5] = "0"
@@ -120,10 +120,12 @@ def scan_table_raw(
     where: str = "",
     notnull: list[bool] | None = None,
     rowid_alias: str | None = None,
+    json: frozenset[str] = frozenset(),
 ) -> list[Raw]:
     """Per column, the raw facts of the rows matching `where` (mergeable across ranges):
     (integer, real, text, blob, null, int min, int max, then the value tests).
-    A rowid alias is an integer by definition and is not read at all."""
+    A rowid alias is an integer by definition and is not read at all. Columns in
+    `json` (lower-case) are tested for JSON whatever their declared type."""
     types = declared or ["BOOL JSON DATETIME"] * len(columns)
     nn = notnull or [False] * len(columns)
     affs = [affinity(d) for d in types]
@@ -131,7 +133,8 @@ def scan_table_raw(
     quoted = [quote_ident(c) for c in columns]
     scanned = [i for i, c in enumerate(columns) if c != rowid_alias]
     select = "".join(
-        f", {_class_facts(quoted[i], affs[i], nn[i])}, {_value_tests(quoted[i], types[i])}"
+        f", {_class_facts(quoted[i], affs[i], nn[i])},"
+        f" {_value_tests(quoted[i], types[i], columns[i].lower() in json)}"
         for i in scanned
     )
     row = conn.execute(f"SELECT count(*){select} FROM {qt}{where}").fetchone()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.sqlddl import (
     DDLError,
+    TableDDL,
     Untranslatable,
     parse_create_index,
     parse_create_table,
@@ -266,6 +267,20 @@ def _column_exprs(
     return _csv(as_text), as_text, "plain", "{c}::text", None
 
 
+def _deferred(ddl: TableDDL, fks: Sequence[SourceFK]) -> dict[int, bool]:
+    """Which keys (by PRAGMA id) SQLite checks at commit. PRAGMA foreign_key_list
+    numbers the last declared key 0; keys are matched by columns and parent."""
+    pending = list(reversed(ddl.foreign_keys))
+    out = {}
+    for fk in sorted(fks, key=lambda f: f.id):
+        key = (tuple(c.lower() for c in fk.from_cols), fk.ref_table.lower())
+        hit = next((d for d in pending if (d.columns, d.parent) == key), None)
+        if hit is not None:
+            pending.remove(hit)
+            out[fk.id] = hit.deferred
+    return out
+
+
 def _nocase(pg_type: str) -> str:
     return "citext" if pg_type == "text" else pg_type
 
@@ -321,6 +336,7 @@ def build_plan(
             find(Severity.ERROR, "unreadable-ddl", t.name, str(exc))
             continue
         col_ddl = {c.name.lower(): c for c in ddl.columns}
+        json = ddl.json_checked()
         names = {c.name.lower(): c.name for c in t.columns}
         resolve = _resolver({**all_names, **names})
         pk_cols = tuple(c.name for c in sorted((c for c in t.columns if c.pk), key=lambda c: c.pk))
@@ -341,7 +357,7 @@ def build_plan(
                 )
             policy = options.policies.get(f"{t.name}.{c.name}")
             st = stats.get((t.name, c.name), ColumnStats())
-            mapped = map_column(t.name, c.name, c.declared, st, policy)
+            mapped = map_column(t.name, c.name, c.declared, st, policy, c.name.lower() in json)
             for fd in mapped.findings:
                 ref = refused_by.get((t.name, c.name, fd.code))
                 findings.append(
@@ -426,6 +442,7 @@ def build_plan(
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", ix.name, f"index on {t.name}: {exc}")
         fks: list[PlanFK] = []
+        deferred = _deferred(ddl, t.fks)
         for fk in t.fks:
             name = f"{t.name}_fk{fk.id}"
             orphans = refused_by.get((t.name, None, f"fk-orphans-{fk.id}"))
@@ -460,7 +477,8 @@ def build_plan(
                 + f") REFERENCES {{schema}}.{quote_ident(all_names.get(fk.ref_table.lower(), fk.ref_table))}"
                 + ref_cols
                 + actions
-                + " DEFERRABLE INITIALLY IMMEDIATE"
+                + " DEFERRABLE INITIALLY "
+                + ("DEFERRED" if deferred.get(fk.id) else "IMMEDIATE")
                 + (" NOT VALID" if not_valid else "")
             )
             parent = all_names.get(fk.ref_table.lower(), fk.ref_table)

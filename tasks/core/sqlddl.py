@@ -123,9 +123,47 @@ class ColumnDDL:
 
 
 @dataclass(frozen=True)
+class ForeignKeyDDL:
+    """What PRAGMA foreign_key_list leaves out: whether the key is checked at commit."""
+
+    columns: tuple[str, ...]  # lower-case
+    parent: str  # lower-case
+    deferred: bool
+
+
+@dataclass(frozen=True)
 class TableDDL:
     columns: tuple[ColumnDDL, ...]
     checks: tuple[tuple[Tok, ...], ...]
+    foreign_keys: tuple[ForeignKeyDDL, ...] = ()
+
+    def json_checked(self) -> frozenset[str]:
+        """Columns (lower-case) a CHECK holds to `json_valid(column)`: JSON by
+        constraint, as Django declares its JSONField (`text CHECK (JSON_VALID(x) ...)`)."""
+        found = set()
+        for toks in [*(x for c in self.columns for x in c.checks), *self.checks]:
+            for k in range(len(toks) - 3):
+                if (
+                    _is(toks[k], "JSON_VALID")
+                    and toks[k + 1].kind == "lp"
+                    and toks[k + 2].kind in ("word", "ident")
+                    and toks[k + 3].kind == "rp"
+                ):
+                    found.add(_name(toks[k + 2]).lower())
+        return frozenset(found)
+
+
+def _foreign_key(columns: list[str], tail: Sequence[Tok]) -> ForeignKeyDDL | None:
+    """`tail` starts at REFERENCES. SQLite defers a key only for DEFERRABLE INITIALLY
+    DEFERRED; NOT DEFERRABLE, or DEFERRABLE alone, checks each statement."""
+    if len(tail) < 2:
+        return None
+    words = [t.text.upper() if t.kind == "word" else "" for t in tail]
+    deferred = False
+    for k in range(len(words) - 2):
+        if words[k : k + 3] == ["DEFERRABLE", "INITIALLY", "DEFERRED"]:
+            deferred = not (k > 0 and words[k - 1] == "NOT")
+    return ForeignKeyDDL(tuple(c.lower() for c in columns), _name(tail[1]).lower(), deferred)
 
 
 _CONSTRAINT_START = (
@@ -152,6 +190,7 @@ def parse_create_table(sql: str) -> TableDDL:
     body, _ = paren_body(toks, i)
     cols: list[ColumnDDL] = []
     checks: list[tuple[Tok, ...]] = []
+    fks: list[ForeignKeyDDL] = []
     for part in split_top(body):
         head = part[0]
         if _is(head, "CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"):
@@ -160,6 +199,12 @@ def parse_create_table(sql: str) -> TableDDL:
                 if _is(part[k], "CHECK"):
                     inner, k = paren_body(part, k + 1)
                     checks.append(tuple(inner))
+                elif _is(part[k], "FOREIGN") and k + 2 < len(part) and part[k + 2].kind == "lp":
+                    inner, k = paren_body(part, k + 2)
+                    ref = next((j for j in range(k, len(part)) if _is(part[j], "REFERENCES")), None)
+                    names = [_name(x) for x in inner if x.kind != "comma"]
+                    fk = None if ref is None else _foreign_key(names, part[ref:])
+                    fks += [fk] if fk is not None else []
                 else:
                     k += 1
             continue
@@ -181,12 +226,28 @@ def parse_create_table(sql: str) -> TableDDL:
             ):
                 generated = True
                 k += 1
+            elif _is(t, "REFERENCES"):
+                # no other constraint has DEFERRABLE in it: the next REFERENCES ends it
+                end = next(
+                    (j for j in range(k + 1, len(part)) if _is(part[j], "REFERENCES")), len(part)
+                )
+                fk = _foreign_key([name], part[k:end])
+                fks += [fk] if fk is not None else []
+                k += 1
             elif t.kind == "lp":
                 _, k = paren_body(part, k)
             else:
                 k += 1
         cols.append(ColumnDDL(name, collate, tuple(col_checks), generated))
-    return TableDDL(tuple(cols), tuple(checks))
+    return TableDDL(tuple(cols), tuple(checks), tuple(fks))
+
+
+def json_checked(sql: str) -> frozenset[str]:
+    """TableDDL.json_checked of a CREATE TABLE; nothing for DDL the plan reports unreadable."""
+    try:
+        return parse_create_table(sql).json_checked()
+    except DDLError:
+        return frozenset()
 
 
 @dataclass(frozen=True)
@@ -737,6 +798,13 @@ def translate(
                 out.append(fn_(split_top(args), lambda a: column(a, "jsonb")))
                 k = end
                 continue
+            elif up == "JSON_VALID":  # a jsonb value is valid JSON; SQLite says 0 for NULL
+                value = column(args, "jsonb")
+                if value is None:
+                    raise Untranslatable("json_valid() of anything but a column that became jsonb")
+                out.append(f"({value} IS NOT NULL)")
+                k = end
+                continue
             elif up == "JSON_EXTRACT":
                 value = _json_extract(split_top(args), lambda a: column(a, "jsonb"))
                 out.append(f"({value})::numeric" if _beside_number(toks, k, end) else value)
@@ -972,7 +1040,10 @@ def _window_spec(toks: list[Tok]) -> list[Tok]:
 
 
 _PREDICATE_OPS = {"=", "==", "!=", "<>", "<", ">", "<=", ">="}
-_PREDICATE_WORDS = {"AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "ISNULL", "NOTNULL"}
+_PREDICATE_WORDS = {
+    *("AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "ISNULL", "NOTNULL"),
+    "JSON_VALID",  # translated into IS NOT NULL
+}
 
 
 def _boolean_literals(toks: list[Tok], booleans: frozenset[str]) -> list[Tok]:

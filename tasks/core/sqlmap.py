@@ -129,9 +129,15 @@ POLICIES = {
 
 
 def map_column(
-    table: str, column: str, declared: str, stats: ColumnStats, policy: str | None = None
+    table: str,
+    column: str,
+    declared: str,
+    stats: ColumnStats,
+    policy: str | None = None,
+    json: bool = False,
 ) -> Mapped:
-    """Choose the PostgreSQL type for one column from its declaration and its values."""
+    """Choose the PostgreSQL type for one column from its declaration and its values;
+    `json`: a CHECK holds the column to valid JSON, whatever its declared type."""
     f: list[Finding] = []
 
     def find(sev: Severity, code: str, msg: str, count: int = 0) -> None:
@@ -216,7 +222,7 @@ def map_column(
         return Mapped(pg_type="double precision", findings=tuple(f))
     if classes <= {"text"}:
         if not classes:
-            pg = _empty_column_type(declared, aff)
+            pg = "jsonb" if json else _empty_column_type(declared, aff)
             if aff == "NUMERIC":
                 find(
                     Severity.INFO,
@@ -226,7 +232,7 @@ def map_column(
             return Mapped(pg_type=pg, findings=tuple(f))
         if f:
             return Mapped(pg_type="text", findings=tuple(f))
-        if stats.all_json and "JSON" in declared.upper():
+        if stats.all_json and (json or "JSON" in declared.upper()):
             find(
                 Severity.INFO,
                 "jsonb",

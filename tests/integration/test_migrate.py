@@ -1142,3 +1142,63 @@ def test_iif_round_julianday_in_views_as_in_sqlite(tmp_path, target):
     assert [tuple(map(loose_value, r)) for r in got] == [tuple(map(loose_value, r)) for r in want]
     assert want[0][1:3] == ("none", 3.0) and want[1][2] == -2.5 and want[1][4] == 2451545.0
     assert want[3][-2:] == ("1969-12-30 23:59:59", "1969-12-02")
+
+
+DJANGO = """
+CREATE TABLE "auth_user" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "username" varchar(150) NOT NULL UNIQUE, "is_staff" bool NOT NULL,
+  "date_joined" datetime NOT NULL);
+CREATE TABLE "shop_product" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "data" text NOT NULL CHECK ((JSON_VALID("data") OR "data" IS NULL)),
+  "owner_id" integer NULL REFERENCES "auth_user" ("id") DEFERRABLE INITIALLY DEFERRED,
+  "maker_id" integer NULL REFERENCES "auth_user" ("id"));
+CREATE INDEX "shop_product_owner_id_1a2b3c4d" ON "shop_product" ("owner_id");
+INSERT INTO auth_user (username, is_staff, date_joined) VALUES
+  ('ann', 1, '2024-01-01 10:00:00.123456'), ('bob', 0, '2024-02-01 00:00:00');
+INSERT INTO shop_product (data, owner_id, maker_id) VALUES
+  ('{"color": "red", "tags": ["a"]}', 1, 2), ('[1, 2.5, null]', 2, NULL), ('{}', NULL, 1);
+CREATE VIEW products_json AS SELECT id, json_valid(data) AS ok, data ->> 'color' AS color
+  FROM shop_product;
+"""
+
+
+def test_a_django_schema_keeps_json_fields_and_deferred_keys(tmp_path, target):
+    """Django's SQLite schema: a JSONField is text held to JSON by a CHECK (it becomes
+    jsonb, as Django has it on PostgreSQL, and the CHECK translates), and its foreign
+    keys are DEFERRABLE INITIALLY DEFERRED (checked at commit: PRAGMA
+    foreign_key_list does not say so; the DDL does)."""
+    db = _source(tmp_path, DJANGO)
+    digest = sha(db)
+    got, want = _both(db, target, "SELECT * FROM products_json ORDER BY id", ["products_json"])
+    assert got == [(1, True, "red"), (2, True, None), (3, True, None)]
+    assert want == [(1, 1, "red"), (2, 1, None), (3, 1, None)]
+    assert sha(db) == digest
+    with psycopg.connect(target) as pg:
+        types = dict(
+            pg.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'shop_product'"
+            ).fetchall()
+        )
+        assert types["data"] == "jsonb"
+        deferred = dict(
+            pg.execute(
+                "SELECT a.attname, c.condeferred FROM pg_constraint c JOIN pg_attribute a"
+                " ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+                " WHERE c.contype = 'f' AND c.conrelid = 'shop_product'::regclass"
+            ).fetchall()
+        )
+        assert deferred == {"owner_id": True, "maker_id": False}
+        # a product may name its owner before the owner exists, within a transaction
+        pg.execute("INSERT INTO shop_product (data, owner_id) VALUES ('{}', 3)")
+        pg.execute(
+            "INSERT INTO auth_user (id, username, is_staff, date_joined)"
+            " VALUES (3, 'cy', false, now())"
+        )
+        pg.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            pg.execute("INSERT INTO shop_product (data, maker_id) VALUES ('{}', 9)")
+        pg.rollback()
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            pg.execute("INSERT INTO shop_product (data) VALUES ('not json')")
+        pg.rollback()

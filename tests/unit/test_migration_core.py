@@ -542,3 +542,82 @@ def test_copy_lines_of_wide_tables_split_printf_and_quote_like_csv():
     assert next(csv.reader(io.StringIO(line))) == [v if v is not None else "" for v in values]
     assert line.split(",", 3)[1] == ""  # NULL: unquoted and empty
     assert line.startswith('"",,')  # the empty string stays quoted
+
+
+def test_foreign_keys_remember_when_sqlite_checks_them():
+    """PRAGMA foreign_key_list does not say whether a key is deferred: the DDL does."""
+    ddl = parse_create_table(
+        'CREATE TABLE c (a integer REFERENCES "P" (id) ON DELETE SET NULL'
+        " DEFERRABLE INITIALLY DEFERRED NOT NULL,"
+        " b integer NOT NULL REFERENCES p (id) NOT DEFERRABLE INITIALLY DEFERRED,"
+        " d integer REFERENCES p DEFERRABLE,"
+        ' CONSTRAINT two FOREIGN KEY (a, "B") REFERENCES q (x, y) DEFERRABLE INITIALLY DEFERRED)'
+    )
+    assert [(f.columns, f.parent, f.deferred) for f in ddl.foreign_keys] == [
+        (("a",), "p", True),
+        (("b",), "p", False),
+        (("d",), "p", False),
+        (("a", "b"), "q", True),
+    ]
+
+
+def _fk(id_: int, column: str) -> SourceFK:
+    return SourceFK(
+        id=id_,
+        ref_table="mom",
+        from_cols=(column,),
+        to_cols=("id",),
+        on_update="NO ACTION",
+        on_delete="NO ACTION",
+    )
+
+
+def test_deferred_keys_stay_deferred_in_the_plan():
+    sql = (
+        "CREATE TABLE kid (id INTEGER PRIMARY KEY, a INTEGER REFERENCES mom (id)"
+        " DEFERRABLE INITIALLY DEFERRED, b INTEGER REFERENCES mom (id))"
+    )
+    kid = SourceTable(
+        name="kid",
+        sql=sql,
+        columns=(
+            SourceColumn(name="id", declared="INTEGER", notnull=False, default=None, pk=1),
+            SourceColumn(name="a", declared="INTEGER", notnull=False, default=None, pk=0),
+            SourceColumn(name="b", declared="INTEGER", notnull=False, default=None, pk=0),
+        ),
+        indexes=(),
+        fks=(_fk(0, "b"), _fk(1, "a")),  # as PRAGMA numbers them: the last declared is 0
+        rows=0,
+    )
+    mom = SourceTable(
+        name="mom",
+        sql="CREATE TABLE mom (id INTEGER PRIMARY KEY)",
+        columns=(SourceColumn(name="id", declared="INTEGER", notnull=False, default=None, pk=1),),
+        indexes=(),
+        fks=(),
+        rows=0,
+    )
+    plan = build_plan(SourceSchema(tables=(mom, kid), views=(), triggers=()), {})
+    keys = {fk.name: fk.sql for t in plan.tables for fk in t.fks}
+    assert keys["kid_fk1"].endswith("DEFERRABLE INITIALLY DEFERRED")
+    assert keys["kid_fk0"].endswith("DEFERRABLE INITIALLY IMMEDIATE")
+
+
+def test_a_json_valid_check_makes_a_text_column_json():
+    """Django declares a JSONField as `text CHECK (JSON_VALID(x) OR x IS NULL)`."""
+    ddl = parse_create_table(
+        'CREATE TABLE p (id integer, "data" text NOT NULL CHECK ((JSON_VALID("data") OR "data"'
+        " IS NULL)), other text, extra text, CHECK (json_valid(extra)), CHECK (length(other)))"
+    )
+    assert ddl.json_checked() == {"data", "extra"}
+    check = translate(
+        tokenize('(JSON_VALID("data") OR "data" IS NULL)'),
+        lambda n: n,
+        column_types={"data": "jsonb"},
+    )
+    assert check == '(("data" IS NOT NULL) OR "data" IS NULL)'
+    assert translate(
+        tokenize("sum(json_valid(p.data))"), lambda n: n, column_types={"data": "jsonb"}
+    ) == ('sum((("p"."data" IS NOT NULL))::int)')
+    with pytest.raises(Untranslatable, match="json_valid"):
+        translate(tokenize("json_valid(other)"), lambda n: n, column_types={"data": "jsonb"})
