@@ -10,7 +10,14 @@ import sqlite3
 from pathlib import Path
 
 from tasks.core.errors import MigrationError
-from tasks.core.sqlmap import ColumnStats, affinity, classes_from_extremes, quote_ident
+from tasks.core.sqlmap import (
+    ColumnStats,
+    affinity,
+    classes_from_extremes,
+    decimal_spec,
+    is_decimal,
+    quote_ident,
+)
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -29,7 +36,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 _CLASSES = ("integer", "real", "text", "blob")
-_TESTS = 8  # value tests per column, after the storage-class facts
+_TESTS = 9  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -63,8 +70,26 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
         parts[3] = "0"
     if "DATE" not in d and "TIME" not in d:
         parts[4] = parts[5] = "0"
+    parts.append(_not_decimal(c, declared) if is_decimal(declared) else "0")
     assert len(parts) == _TESTS
     return ",\n".join(parts)
+
+
+def _not_decimal(c: str, declared: str) -> str:
+    """Numbers that numeric cannot hold as SQLite shows them: a REAL whose 15-digit
+    text does not read back as the same double (0.1 + 0.2), Infinity, and with
+    DECIMAL(p,s) more than s decimals or p - s integer digits."""
+    p, s = decimal_spec(declared)
+    exact = (
+        f"typeof({c}) = 'integer' OR (abs({c}) <= 1.7976931348623157e308"
+        f" AND CAST(CAST({c} AS TEXT) AS REAL) = {c})"
+    )
+    if p is not None:
+        exact = (
+            f"({exact}) AND (typeof({c}) = 'integer' OR round({c}, {s}) = {c})"
+            f" AND abs({c}) < 1e{p - s}"
+        )
+    return f"coalesce(sum(typeof({c}) IN ('integer', 'real') AND NOT ({exact})), 0)"
 
 
 def _class_facts(c: str, aff: str, notnull: bool) -> str:
@@ -91,7 +116,22 @@ def _class_facts(c: str, aff: str, notnull: bool) -> str:
 
 
 def _stats(row: tuple[int | None, ...]) -> ColumnStats:
-    integer, real, text, blob, null, imin, imax, not_bool, json_ok, iso_ok, date_ok, inf, nul = row
+    (
+        integer,
+        real,
+        text,
+        blob,
+        null,
+        imin,
+        imax,
+        not_bool,
+        json_ok,
+        iso_ok,
+        date_ok,
+        inf,
+        nul,
+        dec,
+    ) = row
     return ColumnStats(
         integer=integer or 0,
         real=real or 0,
@@ -106,6 +146,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         all_date_only=bool(text) and date_ok == text,
         nan_or_inf=inf or 0,
         text_with_nul=nul or 0,
+        not_decimal=dec or 0,
     )
 
 
@@ -139,7 +180,7 @@ def scan_table_raw(
     )
     row = conn.execute(f"SELECT count(*){select} FROM {qt}{where}").fetchone()
     rows, width = row[0], 4 + _TESTS
-    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, 0, 0, 0, 0, 0, 0)] * len(columns)
+    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, 0, 0, 0, 0, 0, 0, 0)] * len(columns)
     mixed: list[int] = []
     for j, i in enumerate(scanned):
         count, low, high, reals, *tests = row[1 + j * width : 1 + (j + 1) * width]

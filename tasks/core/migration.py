@@ -143,7 +143,7 @@ class PlanColumn(BaseModel):
     identity: bool
     src_value: str  # SQLite expression: the value itself, for the NULL test of the canonical form
     src_canon: str  # SQLite expression: canonical text, or the raw value for `canon_kind`
-    canon_kind: str  # plain | double | json | timestamp | date: who finishes the canonical text
+    canon_kind: str  # plain | double | numeric | json | timestamp | date: who finishes it
     pg_canon: str  # PostgreSQL expression: the same canonical text from the stored value
     pg_copy: str | None = None  # PostgreSQL expression: the stored value as the COPY rendered it
     copy_field: str = "%s"  # printf() conversion: copy_arg as one CSV field for COPY
@@ -240,6 +240,9 @@ def _column_exprs(
     if pg_type == "bigint":
         copy = "coalesce({c}::text, '')" if plain else None
         return f"CAST({value} AS TEXT)", f"CAST({value} AS TEXT)", "plain", "{c}::text", copy
+    if pg_type.startswith("numeric"):  # the text SQLite shows; numeric reads it exactly
+        text = f"CAST({value} AS TEXT)"
+        return text, text, "numeric", "trim_scale({c})::text", None
     if pg_type == "boolean":
         b = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} THEN 't' ELSE 'f' END"
         copy = "CASE WHEN {c} IS NULL THEN '' WHEN {c} THEN 't' ELSE 'f' END" if plain else None
@@ -791,6 +794,16 @@ def _double(v: Any) -> str:
     return struct.pack(">d", float(v)).hex()
 
 
+def _numeric(v: Any) -> str:
+    """PostgreSQL's trim_scale(x)::text of the number SQLite rendered (`1.0e+20`,
+    `10.50`): plain digits, no exponent, no trailing zeros, no negative zero."""
+    d = Decimal(v)
+    if not d:
+        return "0"
+    text = format(d, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _timestamp(v: Any) -> str:
     d = datetime.fromisoformat(v)
     return d.strftime("%Y-%m-%d %H:%M:%S.%f") + (d.strftime("%z") if d.tzinfo else "")
@@ -802,6 +815,7 @@ def _date(v: Any) -> str:
 
 _FINISH: dict[str, Callable[[Any], str]] = {
     "double": _double,
+    "numeric": _numeric,
     "json": jsonb_text,
     "timestamp": _timestamp,
     "date": _date,
@@ -902,6 +916,7 @@ def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
 CANON_FUNCTIONS: dict[str, Callable[[Any], str | None]] = {
     "shipyard_double": lambda v: None if v is None else _double(v),
     "shipyard_json_piece": lambda v: None if v is None else _prefixed(jsonb_text(v)),
+    "shipyard_numeric": lambda v: None if v is None else _numeric(v),
 }
 _NO_SEPARATORS = {"bigint", "boolean", "bytea", "double precision", "timestamp", "date"}
 
@@ -944,6 +959,8 @@ def source_line_sql(t: PlanTable) -> str:
         prefixed = c.pg_type not in _NO_SEPARATORS
         if c.canon_kind == "double":
             text = f"shipyard_double({c.src_canon})"
+        elif c.canon_kind == "numeric":
+            text = f"shipyard_numeric({c.src_canon})"
         elif c.canon_kind == "json":
             text, prefixed = f"shipyard_json_piece({c.src_canon})", False
         elif c.canon_kind == "timestamp":

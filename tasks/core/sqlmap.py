@@ -28,6 +28,37 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_DECIMAL = re.compile(
+    r"\b(?:DECIMAL|NUMERIC|MONEY)\b\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?", re.IGNORECASE
+)
+
+
+def decimal_spec(declared: str) -> tuple[int | None, int]:
+    """(precision, scale) of a DECIMAL/NUMERIC declaration — (None, 0) unbounded —
+    or raise ValueError for any other declaration. A precision PostgreSQL would
+    refuse (over 1000, or below the scale) counts as unbounded."""
+    m = _DECIMAL.search(declared)
+    if m is None or affinity(declared) != "NUMERIC":
+        raise ValueError(f"{declared!r} is no DECIMAL declaration")
+    if m.group(1) is None:
+        return None, 0
+    p, s = int(m.group(1)), int(m.group(2) or 0)
+    return (p, s) if 1 <= p <= 1000 and s <= p else (None, 0)
+
+
+def numeric_type(declared: str) -> str:
+    p, s = decimal_spec(declared)
+    return "numeric" if p is None else f"numeric({p},{s})"
+
+
+def is_decimal(declared: str) -> bool:
+    try:
+        decimal_spec(declared)
+    except ValueError:
+        return False
+    return True
+
+
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
@@ -73,6 +104,7 @@ class ColumnStats(BaseModel):
     all_date_only: bool = False  # every text is an ISO-8601 date
     nan_or_inf: int = 0
     text_with_nul: int = 0
+    not_decimal: int = 0  # DECIMAL(p,s) columns: numbers that are no exact decimal fitting it
 
 
 def classes_from_extremes(
@@ -186,6 +218,23 @@ def map_column(
             )
     if classes == {"blob"} or (aff == "BLOB" and not classes - {"blob"} and classes):
         return Mapped(pg_type="bytea", findings=tuple(f))
+    if classes and classes <= {"integer", "real"} and policy is None and is_decimal(declared):
+        pg = numeric_type(declared)
+        if not stats.not_decimal:
+            find(
+                Severity.INFO,
+                "decimal",
+                f"{declared} becomes {pg}: each number as SQLite shows it (15 significant"
+                " digits), which reads back as the same double",
+            )
+            return Mapped(pg_type=pg, findings=tuple(f))
+        find(
+            Severity.WARNING,
+            "decimal",
+            f"{stats.not_decimal} number(s) are no exact decimal that fits {pg} (more than 15"
+            " significant digits, more decimals, too large): kept as SQLite stores them",
+            stats.not_decimal,
+        )
     if classes <= {"integer"} and classes:
         if "BOOL" in declared.upper() and stats.all_bool:
             return Mapped(pg_type="boolean", findings=tuple(f))
@@ -265,6 +314,8 @@ def _empty_column_type(declared: str, aff: str) -> str:
         return "date"
     if _DATE_WORDS.search(d):
         return "timestamp"
+    if is_decimal(declared):
+        return numeric_type(declared)
     return {
         "INTEGER": "bigint",
         "REAL": "double precision",

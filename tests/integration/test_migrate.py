@@ -13,6 +13,7 @@ import math
 import sqlite3
 import struct
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -1202,3 +1203,53 @@ def test_a_django_schema_keeps_json_fields_and_deferred_keys(tmp_path, target):
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
             pg.execute("INSERT INTO shop_product (data) VALUES ('not json')")
         pg.rollback()
+
+
+def test_decimals_become_numeric_exactly_as_sqlite_shows_them(tmp_path, target):
+    """SQLite stores DECIMAL as REAL or INTEGER; where every number is the exact
+    decimal SQLite shows (15 digits) and fits the declaration, the column is numeric
+    (money stays money). Checked on both sides in one canonical form: a key ordered
+    table and a keyless one, whose rows are hashed one by one."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE price (id INTEGER PRIMARY KEY, amount DECIMAL(10,2) NOT NULL,"
+        " rate NUMERIC, big DECIMAL, odd DECIMAL(10,2), tiny DECIMAL(5,2));"
+        " INSERT INTO price (amount, rate, big, odd, tiny) VALUES"
+        " ('19.99', '0.00001', 9007199254740993, '0.5', 1.5),"
+        " ('0', '1e20', -5, 0.1 + 0.2, 2.25), (10.5, -0.0, NULL, NULL, 3.125);"
+        " CREATE TABLE ledger (amount DECIMAL(12,3), note TEXT);"
+        " INSERT INTO ledger VALUES ('1.125', 'a'), (-7, 'b'), (NULL, 'c');"
+        " CREATE VIEW totals AS SELECT sum(amount) AS s, max(rate) AS r FROM price;",
+    )
+    digest = sha(db)
+    report = run(db, target)
+    assert report.passed and [v.name for v in report.validation.views] == ["totals"]
+    warned = {f.column for f in report.findings if f.code == "decimal" and f.severity == "warning"}
+    assert warned == {"odd", "tiny"}  # 0.1 + 0.2 has 17 digits; 3.125 three decimals
+    assert sha(db) == digest
+    with psycopg.connect(target) as pg:
+        types = dict(
+            pg.execute(
+                "SELECT table_name || '.' || column_name, format_type(atttypid, atttypmod)"
+                " FROM information_schema.columns JOIN pg_attribute ON attrelid ="
+                " (table_schema || '.' || table_name)::regclass AND attname = column_name"
+                " WHERE table_name IN ('price', 'ledger') AND table_schema = 'public'"
+            ).fetchall()
+        )
+        assert types == {
+            "price.id": "bigint",
+            "price.amount": "numeric(10,2)",
+            "price.rate": "numeric",
+            "price.big": "numeric",
+            "price.odd": "double precision",
+            "price.tiny": "double precision",
+            "ledger.amount": "numeric(12,3)",
+            "ledger.note": "text",
+        }
+        rows = pg.execute("SELECT amount, rate, big FROM price ORDER BY id").fetchall()
+        assert rows == [
+            (Decimal("19.99"), Decimal("0.000010"), 9007199254740993),
+            (Decimal("0.00"), Decimal("100000000000000000000"), -5),
+            (Decimal("10.50"), Decimal("0"), None),
+        ]
+        assert pg.execute("SELECT sum(amount) FROM ledger").fetchone() == (Decimal("-5.875"),)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.sqlmap import ColumnStats, Severity, affinity, blocking, map_column, quote_ident
+from tasks.core.sqlmap import (
+    ColumnStats,
+    Severity,
+    affinity,
+    blocking,
+    decimal_spec,
+    map_column,
+    quote_ident,
+)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +88,7 @@ def test_refused_data_is_an_error_finding_that_blocks_unless_accepted():
         ("DATE", "date"),
         ("BOOLEAN", "boolean"),
         ("JSON", "jsonb"),
-        ("DECIMAL(10,2)", "numeric"),
+        ("DECIMAL(10,2)", "numeric(10,2)"),
         ("INTEGER", "bigint"),
         ("VARCHAR(20)", "text"),
         ("", "bytea"),
@@ -90,3 +98,33 @@ def test_an_empty_column_gets_the_type_its_declaration_promises(declared, expect
     mapped = map_column("t", "c", declared, ColumnStats(null=3), None)
     assert mapped.pg_type == expected
     assert all(f.severity == Severity.INFO for f in mapped.findings)
+
+
+@pytest.mark.parametrize(
+    ("declared", "stats", "pg_type", "severity"),
+    [
+        ("decimal(10,2)", ColumnStats(integer=2, real=3), "numeric(10,2)", Severity.INFO),
+        ("DECIMAL", ColumnStats(real=3), "numeric", Severity.INFO),
+        ("NUMERIC(5)", ColumnStats(integer=3), "numeric(5,0)", Severity.INFO),
+        ("money", ColumnStats(integer=1), "numeric", Severity.INFO),
+        ("NUMERIC(2000, 2)", ColumnStats(real=1), "numeric", Severity.INFO),  # PG's limit
+        ("DECIMAL(10,2)", ColumnStats(real=3, not_decimal=1), "double precision", Severity.WARNING),
+        ("DECIMAL(10,2)", ColumnStats(integer=3, not_decimal=1), "bigint", Severity.WARNING),
+        ("DECIMAL(10,2)", ColumnStats(), "numeric(10,2)", None),  # empty: as declared
+    ],
+)
+def test_decimals_become_numeric_when_every_number_is_an_exact_decimal(
+    declared, stats, pg_type, severity
+):
+    mapped = map_column("t", "c", declared, stats)
+    assert mapped.pg_type == pg_type
+    found = [f.severity for f in mapped.findings if f.code == "decimal"]
+    assert found == ([severity] if severity else [])
+
+
+def test_only_numeric_affinity_declarations_are_decimals():
+    assert decimal_spec("DECIMAL(10, 2)") == (10, 2)
+    assert decimal_spec("numeric") == (None, 0)
+    for other in ("INTEGER", "DECIMAL TEXT", "REAL", "BOOLEAN", "DATETIME"):
+        with pytest.raises(ValueError):
+            decimal_spec(other)
