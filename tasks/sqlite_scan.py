@@ -36,7 +36,8 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 _CLASSES = ("integer", "real", "text", "blob")
-_TESTS = 9  # value tests per column, after the storage-class facts
+_BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
+_TESTS = 10  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -71,6 +72,11 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
     if "DATE" not in d and "TIME" not in d:
         parts[4] = parts[5] = "0"
     parts.append(_not_decimal(c, declared) if is_decimal(declared) else "0")
+    parts.append(  # Rails before 6 wrote booleans as 't'/'f'
+        f"coalesce(sum(typeof({c}) = 'text' AND {c} IN ({_BOOLEAN_WORDS})), 0)"
+        if "BOOL" in d
+        else "0"
+    )
     assert len(parts) == _TESTS
     return ",\n".join(parts)
 
@@ -131,6 +137,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         inf,
         nul,
         dec,
+        bool_text,
     ) = row
     return ColumnStats(
         integer=integer or 0,
@@ -147,6 +154,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         nan_or_inf=inf or 0,
         text_with_nul=nul or 0,
         not_decimal=dec or 0,
+        all_bool_text=bool(text) and bool_text == text,
     )
 
 
@@ -180,7 +188,7 @@ def scan_table_raw(
     )
     row = conn.execute(f"SELECT count(*){select} FROM {qt}{where}").fetchone()
     rows, width = row[0], 4 + _TESTS
-    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, 0, 0, 0, 0, 0, 0, 0)] * len(columns)
+    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, 0, 0, 0, 0, 0, 0, 0, 0)] * len(columns)
     mixed: list[int] = []
     for j, i in enumerate(scanned):
         count, low, high, reals, *tests = row[1 + j * width : 1 + (j + 1) * width]

@@ -244,7 +244,8 @@ def _column_exprs(
         text = f"CAST({value} AS TEXT)"
         return text, text, "numeric", "trim_scale({c})::text", None
     if pg_type == "boolean":
-        b = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} THEN 't' ELSE 'f' END"
+        # 1 or Rails' 't' is true; the scan admitted only 0/1 and 't'/'f'/'true'/'false'
+        b = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} IN (1, 't', 'true') THEN 't' ELSE 'f' END"
         copy = "CASE WHEN {c} IS NULL THEN '' WHEN {c} THEN 't' ELSE 'f' END" if plain else None
         return b, b, "plain", "CASE WHEN {c} THEN 't' ELSE 'f' END", copy
     if pg_type == "double precision":
@@ -828,7 +829,7 @@ def _plain(v: Any) -> str:
 
 _FAST: dict[str, Callable[[Any], str]] = {
     "bigint": str,
-    "boolean": lambda v: "t" if v else "f",
+    "boolean": lambda v: "t" if v in (1, "t", "true") else "f",
     "bytea": lambda v: bytes(v).hex(),
     "text": _plain,
     "citext": _plain,

@@ -99,6 +99,7 @@ class ColumnStats(BaseModel):
     int_min: int | None = None
     int_max: int | None = None
     all_bool: bool = False  # every integer is 0 or 1
+    all_bool_text: bool = False  # every text is 't', 'f', 'true' or 'false' (BOOL columns)
     all_json: bool = False  # every text parses as JSON object/array
     all_iso_datetime: bool = False  # every text is an ISO-8601 date/datetime without zone
     all_date_only: bool = False  # every text is an ISO-8601 date
@@ -191,6 +192,22 @@ def map_column(
         elif len(classes) > 1:
             find(Severity.WARNING, "mixed-storage", f"{sorted(classes)} stored as text (policy)")
         return Mapped(pg_type="text", findings=tuple(f))
+    if (
+        "BOOL" in declared.upper()
+        and "text" in classes
+        and classes <= {"integer", "text"}
+        and stats.all_bool_text
+        and (stats.all_bool or not stats.integer)
+        and policy is None
+    ):
+        find(
+            Severity.INFO,
+            "boolean-text",
+            f"{stats.text} value(s) stored as 't'/'f' (as Rails wrote booleans before 6.0)"
+            " become booleans with the 0/1 ones",
+            stats.text,
+        )
+        return Mapped(pg_type="boolean", findings=tuple(f))
     if len(classes) > 1 and classes != {"integer", "real"}:
         find(
             Severity.ERROR,

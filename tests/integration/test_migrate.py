@@ -1253,3 +1253,34 @@ def test_decimals_become_numeric_exactly_as_sqlite_shows_them(tmp_path, target):
             (Decimal("10.50"), Decimal("0"), None),
         ]
         assert pg.execute("SELECT sum(amount) FROM ledger").fetchone() == (Decimal("-5.875"),)
+
+
+def test_rails_text_booleans_become_booleans_with_the_integer_ones(tmp_path, target):
+    """An app that started on Rails 5 ('t'/'f') and moved on to 6 (1/0) has both in
+    one boolean column: one boolean column in PostgreSQL, validated on both sides
+    (a keyed table digested from the COPY stream, a keyless one row by row)."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE users (id integer PRIMARY KEY AUTOINCREMENT NOT NULL,"
+        " admin boolean DEFAULT 'f', legacy boolean);"
+        " INSERT INTO users (admin, legacy) VALUES (1, 't'), (0, 'f'), ('t', NULL),"
+        " ('f', 'true'), (1, 'false');"
+        " CREATE TABLE flags (on_ boolean NOT NULL);"
+        " INSERT INTO flags VALUES ('t'), (0), ('f'), (1);"
+        " CREATE VIEW admins AS SELECT id FROM users WHERE admin = 1 OR admin = 't';",
+    )
+    digest = sha(db)
+    got, want = _both(db, target, "SELECT * FROM admins ORDER BY id", ["admins"])
+    assert got == want == [(1,), (3,), (5,)]
+    assert sha(db) == digest
+    with psycopg.connect(target) as pg:
+        assert pg.execute("SELECT admin, legacy FROM users ORDER BY id").fetchall() == [
+            (True, True),
+            (False, False),
+            (True, None),
+            (False, True),
+            (True, False),
+        ]
+        assert pg.execute("SELECT count(*) FILTER (WHERE on_) FROM flags").fetchone() == (2,)
+        pg.execute("INSERT INTO users DEFAULT VALUES")
+        assert pg.execute("SELECT admin FROM users ORDER BY id DESC LIMIT 1").fetchone() == (False,)

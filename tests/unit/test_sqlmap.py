@@ -128,3 +128,35 @@ def test_only_numeric_affinity_declarations_are_decimals():
     for other in ("INTEGER", "DECIMAL TEXT", "REAL", "BOOLEAN", "DATETIME"):
         with pytest.raises(ValueError):
             decimal_spec(other)
+
+
+@pytest.mark.parametrize(
+    ("stats", "pg_type", "code"),
+    [
+        (
+            ColumnStats(integer=3, text=2, all_bool=True, all_bool_text=True),
+            "boolean",
+            "boolean-text",
+        ),
+        (ColumnStats(text=2, all_bool_text=True), "boolean", "boolean-text"),
+        (
+            ColumnStats(integer=3, text=2, all_bool=False, all_bool_text=True),
+            "text",
+            "mixed-storage",
+        ),
+        (
+            ColumnStats(integer=3, text=2, all_bool=True, all_bool_text=False),
+            "text",
+            "mixed-storage",
+        ),
+    ],
+)
+def test_rails_text_booleans_join_the_integer_ones(stats, pg_type, code):
+    """Rails wrote 't'/'f' before 6.0 and 1/0 after: one boolean column, when every
+    value is one of those; anything else stays a mixed-storage error."""
+    mapped = map_column("users", "admin", "boolean", stats)
+    assert code in {f.code for f in mapped.findings}
+    if code == "mixed-storage":
+        assert any(f.severity == Severity.ERROR for f in mapped.findings)
+    else:
+        assert mapped.pg_type == pg_type
