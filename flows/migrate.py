@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +291,33 @@ def migrate(
         return finished(validation, swapped=True)
 
 
+def _temporary_server_settings() -> Any:
+    """Without a Prefect API the run starts a temporary local server. On a fresh
+    PREFECT_HOME its database migrations outlast Prefect's 20 s start-up wait on a
+    slow machine (measured: the run failed "Timed out while attempting to connect
+    to ephemeral Prefect API server"), and its telemetry heartbeat can race the
+    run's writes to its SQLite file ("database is locked" tracebacks in a run that
+    is fine). A one-off local run waits longer and sends no telemetry."""
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    settings = get_current_settings()
+    if settings.api.url is not None:
+        return nullcontext()
+    return temporary_settings(
+        updates={
+            PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: max(
+                120, settings.server.ephemeral.startup_timeout_seconds
+            ),
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.migrate", description=__doc__.split("\n\n")[0]
@@ -334,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     console_progress = show
     report: MigrationReport | None = None
     error: str | None = None
-    with bar:
+    with bar, _temporary_server_settings():
         try:
             report = migrate(
                 args.sqlite_path,

@@ -1284,3 +1284,27 @@ def test_rails_text_booleans_become_booleans_with_the_integer_ones(tmp_path, tar
         assert pg.execute("SELECT count(*) FILTER (WHERE on_) FROM flags").fetchone() == (2,)
         pg.execute("INSERT INTO users DEFAULT VALUES")
         assert pg.execute("SELECT admin FROM users ORDER BY id DESC LIMIT 1").fetchone() == (False,)
+
+
+def test_command_line_runs_without_a_prefect_server(tmp_path, target):
+    """Nothing configured: the flow runs on Prefect's temporary local server from a
+    fresh PREFECT_HOME (whose database migrations can outlast Prefect's 20 s start-up
+    wait on a slow machine), and the run prints no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    db = build_rich(tmp_path / "rich.db")
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.migrate", str(db), target, "--dry-run", "--json"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "temporary server" in out.stderr and "Traceback" not in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["tables"]["members"] == 8
