@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -48,6 +49,7 @@ from tasks.core.migration import (
     MigrationOptions,
     Plan,
     PlanTable,
+    PlanView,
     Refusal,
     SourceColumn,
     SourceFK,
@@ -56,6 +58,7 @@ from tasks.core.migration import (
     SourceTable,
     SourceTrigger,
     SourceView,
+    SourceVirtual,
     build_plan,
     chunked,
     constraint_sql,
@@ -239,14 +242,15 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
         seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     tables = []
+    virtual = [
+        SourceVirtual(name=name, module=_module(sql))
+        for kind, name, _tbl, sql in objects
+        if kind == "table" and sql.upper().startswith("CREATE VIRTUAL")
+    ]
+    shadow = _shadow_tables(conn, [v.name for v in virtual])
     for kind, name, _tbl, sql in objects:
-        if kind != "table":
+        if kind != "table" or name in shadow or sql.upper().startswith("CREATE VIRTUAL"):
             continue
-        if sql.upper().startswith("CREATE VIRTUAL"):
-            raise MigrationError(
-                f"virtual table {name!r} cannot be migrated",
-                hint="drop or rebuild it as a plain table",
-            )
         qn = quote_ident(name)
         cols = tuple(
             SourceColumn(
@@ -314,7 +318,41 @@ def introspect(conn: sqlite3.Connection) -> SourceSchema:
     triggers = tuple(
         SourceTrigger(name=n, table=t, sql=s) for k, n, t, s in objects if k == "trigger"
     )
-    return SourceSchema(tables=tuple(tables), views=views, triggers=triggers)
+    return SourceSchema(
+        tables=tuple(tables), views=views, triggers=triggers, virtual=tuple(virtual)
+    )
+
+
+def _module(sql: str) -> str:
+    found = re.search(r"\bUSING\s+(\w+)", sql, re.IGNORECASE)
+    return found.group(1).lower() if found else "unknown"
+
+
+_SHADOW_SUFFIXES = (
+    "_data",
+    "_idx",
+    "_content",
+    "_docsize",
+    "_config",
+    "_segments",
+    "_segdir",
+    "_stat",
+    "_node",
+    "_parent",
+    "_rowid",
+)
+
+
+def _shadow_tables(conn: sqlite3.Connection, virtual: list[str]) -> set[str]:
+    """The tables a virtual table keeps its storage in: PRAGMA table_list names them
+    (SQLite 3.37+); before that, the suffixes FTS3/4/5 and R*Tree use."""
+    if not virtual:
+        return set()
+    listed = conn.execute("PRAGMA table_list").fetchall()  # an unknown PRAGMA lists nothing
+    if listed:
+        return {r[1] for r in listed if r[2] == "shadow"}
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {n for n in names for v in virtual for x in _SHADOW_SUFFIXES if n == v + x}
 
 
 def _scan_part(path: Path, t: SourceTable, where: str) -> list[Raw]:
@@ -810,13 +848,14 @@ def pg_digest(
     return Digest(int(row[0]), str(row[1]))
 
 
-def _sqlite_view(path: Path, name: str) -> tuple[int, int]:
+def _sqlite_view(path: Path, view: PlanView) -> tuple[int, int]:
     """A view's result from the snapshot. Joins read pages at random: a 128 MB map
     spares a read() per page (measured 1.3 s against 2.9 s for bill_tally)."""
     conn = open_readonly(path)
     conn.execute(f"PRAGMA mmap_size = {128 << 20}")
     try:
-        return _view_digest(conn.execute(f"SELECT * FROM {quote_ident(name)}"))
+        rows = conn.execute(f"SELECT * FROM {quote_ident(view.name)}")
+        return _view_digest(rows, view.concat_separators)
     finally:
         conn.close()
 
@@ -846,7 +885,7 @@ def start_source_side(
         for t, r in (digest_parts(path, plan) if parts is None else parts)
         if (t.name, r) not in streamed
     ]
-    views = [(v.name, pool.submit(_sqlite_view, path, v.name)) for v in plan.views]
+    views = [(v.name, pool.submit(_sqlite_view, path, v)) for v in plan.views]
     digests = [((t.name, r), pool.submit(source_digest, path, t, r)) for t, r in parts]
     digests += list(streamed.items())
 
@@ -1079,7 +1118,7 @@ def finish_target(
             first=True,
         )
         results = [
-            (v.name, submit([made], _pg_view, dsn, password, v.name, first=True))
+            (v.name, submit([made], _pg_view, dsn, password, v, first=True))
             for v in plan.views
             if views
         ]
@@ -1188,17 +1227,26 @@ def _differing_keys(
     return tuple(keys if limit is None else keys[:limit])
 
 
-def _view_digest(rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
+def _view_digest(rows: Iterable[Sequence[Any]], separators: Sequence[str] = ()) -> tuple[int, int]:
     """(rows, order-independent hash) of a view's result, streamed: never held in memory.
 
     Cells are compared loosely (numbers to 12 significant digits) because the
     two engines type expressions differently (avg is REAL in SQLite, numeric here).
+    With group_concat() `separators`, text is compared as its pieces in any order:
+    neither engine promises the order of the values it concatenates.
     """
     count = 0
     total = 0
     md5, to_int = hashlib.md5, int.from_bytes
+    cell: Callable[[Any], str] = loose_value
+    if separators:
+        split = re.compile("|".join(map(re.escape, separators))).split
+
+        def cell(v: Any) -> str:
+            return "\x1e".join(sorted(split(v))) if isinstance(v, str) else loose_value(v)
+
     for r in rows:
-        text = "\x1f".join(map(loose_value, r))
+        text = "\x1f".join(map(cell, r))
         total += to_int(md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True)
         count += 1
     return count, total
@@ -1228,7 +1276,7 @@ def validate(
         source = start_source_side(path, plan, pool, parts=parts)
     if target is None:
         jobs: list[Callable[[], Any]] = [partial(pg_digest, dsn, password, t, r) for t, r in parts]
-        jobs += [partial(_pg_view, dsn, password, v.name) for v in plan.views]
+        jobs += [partial(_pg_view, dsn, password, v) for v in plan.views]
         results = _run_parallel(jobs, len(jobs) or 1)
         n = len(parts)
         dst = {(t.name, r): d for (t, r), d in zip(parts, results[:n], strict=True)}
@@ -1283,14 +1331,15 @@ def _combine(parts: list[Digest]) -> Digest:
     )
 
 
-def _pg_view(dsn: str, password: str, name: str) -> tuple[int, int]:
+def _pg_view(dsn: str, password: str, view: PlanView) -> tuple[int, int]:
+    name = view.name
     with pg_connect(dsn, password) as pg, pg.cursor(name="shipyard_view") as cur:
         pg.execute("SET cursor_tuple_fraction = 1")  # plan for the whole result, not the first rows
         pg.execute("SET work_mem = '64MB'")  # hash aggregates in memory: bill_tally 1.04 s → 0.74 s
         cur.itersize = 5000
         try:
             cur.execute(f"SELECT * FROM {STAGE}.{quote_ident(name)}")
-            return _view_digest(cur)
+            return _view_digest(cur, view.concat_separators)
         except psycopg.Error as exc:  # e.g. a cast SQLite would have made quietly
             raise _pg_error(
                 exc, password, f"view {name!r} fails in PostgreSQL over the migrated rows"

@@ -32,8 +32,10 @@ from tasks.core.sqlddl import (
     DDLError,
     TableDDL,
     Untranslatable,
+    concat_separators,
     parse_create_index,
     parse_create_table,
+    tokenize,
     translate,
     view_select,
 )
@@ -103,11 +105,21 @@ class SourceTrigger(BaseModel):
     sql: str
 
 
+class SourceVirtual(BaseModel):
+    """A virtual table (FTS5, R*Tree …): its module's storage, in shadow tables, means
+    nothing to PostgreSQL."""
+
+    model_config = _F
+    name: str
+    module: str
+
+
 class SourceSchema(BaseModel):
     model_config = _F
     tables: tuple[SourceTable, ...]
     views: tuple[SourceView, ...] = ()
     triggers: tuple[SourceTrigger, ...] = ()
+    virtual: tuple[SourceVirtual, ...] = ()
 
 
 class Refusal(BaseModel):
@@ -182,6 +194,8 @@ class PlanView(BaseModel):
     model_config = _F
     name: str
     select_sql: str
+    # group_concat() separators: the view check compares concatenated values in any order
+    concat_separators: tuple[str, ...] = ()
 
 
 class Plan(BaseModel):
@@ -269,6 +283,13 @@ def _column_exprs(
         f" ELSE CAST({value} AS TEXT) END"
     )
     return _csv(as_text), as_text, "plain", "{c}::text", None
+
+
+def _not_virtual(sql: str, virtual: Mapping[str, str]) -> None:
+    """A view or trigger that reads or writes a virtual table cannot follow it."""
+    used = {t.text.lower() for t in tokenize(sql) if t.kind in ("word", "ident")} & virtual.keys()
+    if used:
+        raise Untranslatable(f"it uses virtual table {virtual[min(used)]!r}, which is not migrated")
 
 
 def _deferred(ddl: TableDDL, fks: Sequence[SourceFK]) -> dict[int, bool]:
@@ -400,6 +421,15 @@ def build_plan(
             q = quote_ident(c.name)
             copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(q, pg_type, policy)
             fast_text = c.notnull and pg_type == "text" and policy is None
+            if "RANDOMBLOB" in (c.default or "").upper():
+                find(
+                    Severity.INFO,
+                    "random-id",
+                    t.name,
+                    "randomblob(16) in the default becomes gen_random_uuid()'s 16 bytes"
+                    " (122 random bits: a version-4 UUID)",
+                    c.name,
+                )
             try:
                 default = _default_sql(c.default, pg_type, resolve)
             except (Untranslatable, DDLError) as exc:
@@ -530,22 +560,41 @@ def build_plan(
         for n, k in kinds.items()
         if len(k) == 1 or k <= {"timestamp", "date"}
     }
+    for vt in schema.virtual:
+        find(
+            Severity.ERROR,
+            "virtual-table",
+            vt.name,
+            f"{vt.module} virtual table: PostgreSQL has no {vt.module} module; accepting"
+            " migrates without it and its shadow tables (full-text search in PostgreSQL"
+            " is a tsvector column with a GIN index, which the application queries its own way)",
+        )
+    virtual = {vt.name.lower(): vt.name for vt in schema.virtual}
     views: list[PlanView] = []
     for v in schema.views:
         try:
+            _not_virtual(v.sql, virtual)
+            select = view_select(v.sql)
             views.append(
                 PlanView(
                     name=v.name,
                     select_sql=translate(
-                        view_select(v.sql),
-                        resolve_any,
-                        booleans=all_booleans,
-                        column_types=column_types,
+                        select, resolve_any, booleans=all_booleans, column_types=column_types
                     ),
+                    concat_separators=concat_separators(select) or (),
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:
             find(Severity.ERROR, "untranslatable", v.name, f"view: {exc}")
+            continue
+        if concat_separators(select):
+            find(
+                Severity.INFO,
+                "group-concat",
+                v.name,
+                "group_concat() promises no order in either engine: the view check"
+                " compares the concatenated values in any order",
+            )
     columns = {t.name: {c.name: c.pg_type for c in t.columns} for t in tables}
     fn_names: set[str] = set()
     triggers: list[PlanTrigger] = []
@@ -554,6 +603,7 @@ def build_plan(
             find(Severity.WARNING, "trigger", tr.name, f"trigger on {tr.table} left out (accepted)")
             continue
         try:
+            _not_virtual(tr.sql, virtual)
             triggers.append(
                 translate_trigger(
                     tr.sql,

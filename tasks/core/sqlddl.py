@@ -699,6 +699,49 @@ def _arrows(toks: list[Tok]) -> list[Tok]:
     return out
 
 
+_CLAUSES = {"WHERE", "GROUP", "HAVING", "ORDER", "LIMIT", "WINDOW", "UNION", "EXCEPT", "INTERSECT"}
+
+
+def _subquery_aliases(toks: list[Tok]) -> list[Tok]:
+    """SQLite lets a subquery in FROM go unnamed; PostgreSQL 15 wants a name for it.
+    An unnamed one (after FROM, JOIN, or a comma of a FROM list) gets one."""
+    out = list(toks)
+    from_at: dict[int, bool] = {}  # depth -> inside a FROM list at that depth
+    depth = 0
+    k = 0
+    n = 0
+    while k < len(out):
+        t = out[k]
+        if t.kind == "word" and t.text.upper() in ("FROM", "JOIN"):
+            from_at[depth] = True
+        elif t.kind == "word" and t.text.upper() in _CLAUSES | {"ON", "USING", "SELECT"}:
+            from_at[depth] = False
+        elif t.kind == "lp":
+            prev = out[k - 1] if k else None
+            starts = (
+                k + 1 < len(out)
+                and _is(out[k + 1], "SELECT", "WITH", "VALUES")
+                and prev is not None
+                and (_is(prev, "FROM", "JOIN") or (prev.kind == "comma" and from_at.get(depth)))
+            )
+            if starts:
+                end = paren_body(out, k)[1]
+                after = out[end] if end < len(out) else None
+                named = after is not None and (
+                    _is(after, "AS")
+                    or after.kind == "ident"
+                    or (after.kind == "word" and after.text.upper() not in KEYWORDS | _CLAUSES)
+                )
+                if not named:
+                    n += 1
+                    out[end:end] = [Tok("word", "AS"), Tok("ident", f"shipyard_subquery_{n}")]
+            depth += 1
+        elif t.kind == "rp":
+            depth -= 1
+        k += 1
+    return out
+
+
 def translate(
     tokens: Sequence[Tok],
     resolve: Callable[[str], str | None],
@@ -740,7 +783,9 @@ def translate(
         )
 
     out: list[str] = []
-    toks = _null_order(_boolean_literals(_arrows(list(tokens)), booleans), column_types)
+    toks = _null_order(
+        _boolean_literals(_subquery_aliases(_arrows(list(tokens))), booleans), column_types
+    )
     k = 0
     while k < len(toks):
         t = toks[k]
@@ -765,10 +810,23 @@ def translate(
             n_args = len(split_top(args))
             if up in ("MAX", "MIN") and n_args > 1:
                 fn = "GREATEST" if up == "MAX" else "LEAST"
+            elif up in ("HEX", "RANDOMBLOB") and _random_id(up, args):
+                # the usual SQLite id default, lower(hex(randomblob(16))): 16 random
+                # bytes are a version-4 UUID's (122 random bits, two fixed nibbles)
+                uuid = "gen_random_uuid()"
+                out.append(
+                    f"upper(replace({uuid}::text, '-', ''))"
+                    if up == "HEX"
+                    else f"uuid_send({uuid})"
+                )
+                k = end
+                continue
             elif up == "GROUP_CONCAT":
                 parts = split_top(args)
                 sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
-                out.append(f"string_agg(({again(parts[0], True)})::text, {sep})")
+                distinct = "DISTINCT " if parts[0] and _is(parts[0][0], "DISTINCT") else ""
+                value = again(parts[0][1:] if distinct else parts[0], True)
+                out.append(f"string_agg({distinct}({value})::text, {sep})")
                 k = end
                 continue
             elif up in ("MAX", "MIN"):
@@ -799,10 +857,10 @@ def translate(
                 k = end
                 continue
             elif up == "JSON_VALID":  # a jsonb value is valid JSON; SQLite says 0 for NULL
-                value = column(args, "jsonb")
-                if value is None:
+                checked = column(args, "jsonb")
+                if checked is None:
                     raise Untranslatable("json_valid() of anything but a column that became jsonb")
-                out.append(f"({value} IS NOT NULL)")
+                out.append(f"({checked} IS NOT NULL)")
                 k = end
                 continue
             elif up == "JSON_EXTRACT":
@@ -1076,6 +1134,36 @@ def _boolean_literals(toks: list[Tok], booleans: frozenset[str]) -> list[Tok]:
     return out
 
 
+def _random_id(up: str, args: list[Tok]) -> bool:
+    """randomblob(16), or hex() of it."""
+    if up == "HEX":
+        return (
+            len(args) == 4
+            and _is(args[0], "RANDOMBLOB")
+            and args[1].kind == "lp"
+            and _random_id("RANDOMBLOB", args[2:3])
+            and args[3].kind == "rp"
+        )
+    return len(args) == 1 and args[0].kind == "num" and args[0].text == "16"
+
+
+def concat_separators(tokens: Sequence[Tok]) -> tuple[str, ...] | None:
+    """The separators of the group_concat() calls in a SELECT (',' by default), or
+    None if one is not a literal. Neither engine promises an order for the
+    concatenated values, so the view check compares them in any order."""
+    found: list[str] = []
+    for k, t in enumerate(tokens):
+        if _is(t, "GROUP_CONCAT") and k + 1 < len(tokens) and tokens[k + 1].kind == "lp":
+            args = split_top(paren_body(tokens, k + 1)[0])
+            if len(args) == 1:
+                found.append(",")
+            elif len(args) == 2 and len(args[1]) == 1 and args[1][0].kind == "str":
+                found.append(_name(args[1][0]))
+            else:
+                return None
+    return tuple(dict.fromkeys(found))
+
+
 def _has_predicate(tokens: Sequence[Tok]) -> bool:
     depth = 0
     for t in tokens:
@@ -1097,7 +1185,9 @@ def _join(parts: list[str]) -> str:
         elif (
             p == "("
             and re.search(r"[\w\"]$", s)
-            and not re.search(r"\b(IN|AND|OR|NOT|WHEN|THEN|ELSE|AS|EXISTS|ON|FROM|WHERE|BY)$", s)
+            and not re.search(
+                r"\b(IN|AND|OR|NOT|WHEN|THEN|ELSE|AS|EXISTS|ON|FROM|JOIN|WHERE|BY)$", s
+            )
         ):
             s += p
         elif p == ".":

@@ -31,6 +31,7 @@ from tasks.core.migration import (
 )
 from tasks.core.sqlddl import (
     Untranslatable,
+    concat_separators,
     parse_create_index,
     parse_create_table,
     tokenize,
@@ -621,3 +622,48 @@ def test_a_json_valid_check_makes_a_text_column_json():
     ) == ('sum((("p"."data" IS NOT NULL))::int)')
     with pytest.raises(Untranslatable, match="json_valid"):
         translate(tokenize("json_valid(other)"), lambda n: n, column_types={"data": "jsonb"})
+
+
+def test_group_concat_translates_with_distinct_and_names_its_separators():
+    select = tokenize(
+        "SELECT g, group_concat(name), group_concat(DISTINCT name),"
+        " group_concat(name, ' | ') FROM t GROUP BY g"
+    )
+    assert translate(select, lambda n: n) == (
+        'SELECT "g", string_agg(("name")::text, \',\'),'
+        " string_agg(DISTINCT (\"name\")::text, ','),"
+        ' string_agg(("name")::text, \' | \') FROM "t" GROUP BY "g"'
+    )
+    assert concat_separators(select) == (",", " | ")
+    assert concat_separators(tokenize("SELECT group_concat(a, b) FROM t")) is None
+    assert concat_separators(tokenize("SELECT a FROM t")) == ()
+
+
+def test_unnamed_subqueries_in_from_get_a_name():
+    """SQLite lets a FROM subquery go unnamed (the usual way to order group_concat's
+    input); PostgreSQL 15 refuses that."""
+    sql = translate(
+        tokenize(
+            "SELECT g FROM (SELECT * FROM t ORDER BY name) GROUP BY g UNION"
+            " SELECT x FROM a, (SELECT 1 AS x) s JOIN (SELECT 2 AS y) AS u ON 1"
+            " WHERE x IN (SELECT id FROM (SELECT id FROM b))"
+        ),
+        lambda n: n,
+    )
+    assert sql.count("shipyard_subquery") == 2
+    assert 'FROM (SELECT * FROM "t" ORDER BY "name" NULLS FIRST) AS "shipyard_subquery_1"' in sql
+    assert '(SELECT "id" FROM "b") AS "shipyard_subquery_2"' in sql
+    assert '(SELECT 1 AS "x") "s"' in sql and '(SELECT 2 AS "y") AS "u"' in sql
+
+
+def test_random_id_defaults_become_uuid_bytes():
+    def t(sql: str) -> str:
+        return translate(tokenize(sql), lambda n: n)
+
+    assert (
+        t("lower(hex(randomblob(16)))") == "lower(upper(replace(gen_random_uuid()::text, '-', '')))"
+    )
+    assert t("randomblob(16)") == "uuid_send(gen_random_uuid())"
+    for other in ("hex(randomblob(8))", "randomblob(32)", "hex(name)"):
+        with pytest.raises(Untranslatable):
+            t(other)
