@@ -17,6 +17,7 @@ from tasks.core.sqlmap import (
     decimal_spec,
     is_decimal,
     quote_ident,
+    time_only,
 )
 
 
@@ -37,7 +38,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 _CLASSES = ("integer", "real", "text", "blob")
 _BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
-_TESTS = 10  # value tests per column, after the storage-class facts
+_TESTS = 11  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -75,6 +76,12 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
     parts.append(  # Rails before 6 wrote booleans as 't'/'f'
         f"coalesce(sum(typeof({c}) = 'text' AND {c} IN ({_BOOLEAN_WORDS})), 0)"
         if "BOOL" in d
+        else "0"
+    )
+    parts.append(  # a time of day, as Django writes a TimeField
+        f"coalesce(sum(typeof({c}) = 'text' AND time({c}) IS NOT NULL AND length({c}) <= 15"
+        f" AND {c} GLOB '[0-2][0-9]:[0-5][0-9]*' AND NOT {c} GLOB '*[^0-9:.]*'), 0)"
+        if time_only(declared)
         else "0"
     )
     assert len(parts) == _TESTS
@@ -138,6 +145,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         nul,
         dec,
         bool_text,
+        time_ok,
     ) = row
     return ColumnStats(
         integer=integer or 0,
@@ -155,6 +163,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         text_with_nul=nul or 0,
         not_decimal=dec or 0,
         all_bool_text=bool(text) and bool_text == text,
+        all_time_only=bool(text) and time_ok == text,
     )
 
 
@@ -188,7 +197,7 @@ def scan_table_raw(
     )
     row = conn.execute(f"SELECT count(*){select} FROM {qt}{where}").fetchone()
     rows, width = row[0], 4 + _TESTS
-    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, 0, 0, 0, 0, 0, 0, 0, 0)] * len(columns)
+    out: list[Raw] = [(rows, 0, 0, 0, 0, None, None, *[0] * (_TESTS - 2))] * len(columns)
     mixed: list[int] = []
     for j, i in enumerate(scanned):
         count, low, high, reals, *tests = row[1 + j * width : 1 + (j + 1) * width]

@@ -21,7 +21,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
@@ -273,6 +273,8 @@ def _column_exprs(
         return _csv(value), value, "json", "{c}::text", None
     if pg_type == "timestamp":  # ISO text by the scan: no comma, quote or newline to quote
         return value, value, "timestamp", "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')", None
+    if pg_type == "time":  # HH:MM[:SS[.ffffff]] by the scan: nothing to quote
+        return value, value, "time", "{c}::text", None
     if pg_type == "date":
         copy = "coalesce(to_char({c}, 'YYYY-MM-DD'), '')" if plain else None
         return value, value, "date", "to_char({c}, 'YYYY-MM-DD')", copy
@@ -860,6 +862,13 @@ def _timestamp(v: Any) -> str:
     return d.strftime("%Y-%m-%d %H:%M:%S.%f") + (d.strftime("%z") if d.tzinfo else "")
 
 
+def _time(v: Any) -> str:
+    """PostgreSQL's time output: HH:MM:SS, then the fraction without trailing zeros."""
+    t = time.fromisoformat(v)
+    fraction = f"{t.microsecond:06d}".rstrip("0")
+    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}" + (f".{fraction}" if fraction else "")
+
+
 def _date(v: Any) -> str:
     return date.fromisoformat(v).isoformat()
 
@@ -870,6 +879,7 @@ _FINISH: dict[str, Callable[[Any], str]] = {
     "json": jsonb_text,
     "timestamp": _timestamp,
     "date": _date,
+    "time": _time,
 }
 
 
@@ -968,6 +978,7 @@ CANON_FUNCTIONS: dict[str, Callable[[Any], str | None]] = {
     "shipyard_double": lambda v: None if v is None else _double(v),
     "shipyard_json_piece": lambda v: None if v is None else _prefixed(jsonb_text(v)),
     "shipyard_numeric": lambda v: None if v is None else _numeric(v),
+    "shipyard_time": lambda v: None if v is None else _time(v),
 }
 _NO_SEPARATORS = {"bigint", "boolean", "bytea", "double precision", "timestamp", "date"}
 
@@ -1012,6 +1023,8 @@ def source_line_sql(t: PlanTable) -> str:
             text = f"shipyard_double({c.src_canon})"
         elif c.canon_kind == "numeric":
             text = f"shipyard_numeric({c.src_canon})"
+        elif c.canon_kind == "time":
+            text = f"shipyard_time({c.src_canon})"
         elif c.canon_kind == "json":
             text, prefixed = f"shipyard_json_piece({c.src_canon})", False
         elif c.canon_kind == "timestamp":

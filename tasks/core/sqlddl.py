@@ -398,18 +398,30 @@ def _to_char_literal(text: str) -> str:
 
 _MODIFIER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s+(day|hour|minute|second)s?\s*", re.I)
 _START_OF = re.compile(r"\s*start\s+of\s+(day|month|year)\s*", re.I)
+_MONTHS = re.compile(r"\s*([+-]?\d+)\s+(month|year)s?\s*", re.I)  # whole ones only
+_WEEKDAY = re.compile(r"\s*weekday\s+([0-6])\s*", re.I)
 _NOW = "now() AT TIME ZONE 'UTC'"
 
 
 def _modified(base: str, modifiers: list[str | None]) -> str:
     """SQLite's shifts by days, hours, minutes or seconds are exact arithmetic, as
-    PostgreSQL's intervals are; 'start of' is date_trunc. Months and years are not:
-    SQLite turns 31 January + 1 month into 2 or 3 March, PostgreSQL into 28/29 February."""
+    PostgreSQL's intervals are; 'start of' is date_trunc. Whole months and years
+    are SQLite's own rule: shift the month, then let the day overflow (31 January
+    + 1 month is 2 or 3 March; PostgreSQL's interval would stop at 28/29 February),
+    so the day and time are added back to the first of the shifted month.
+    'weekday N' moves forward to the next such day (none if it is one)."""
     for raw in modifiers:
         text = None if raw is None else raw[1:-1].replace("''", "'")
         if text is not None and (m := _MODIFIER.fullmatch(text)):
             n = m.group(1).lstrip("+")
             base = f"({base} + interval '{n} {m.group(2).lower()}')"
+        elif text is not None and (m := _MONTHS.fullmatch(text)):
+            months = int(m.group(1)) * (12 if m.group(2).lower() == "year" else 1)
+            first = f"date_trunc('month', {base})"
+            base = f"({first} + interval '{months} months' + ({base} - {first}))"
+        elif text is not None and (m := _WEEKDAY.fullmatch(text)):
+            days = f"((({m.group(1)} - extract(dow FROM {base})::int) + 7) % 7)"
+            base = f"({base} + {days} * interval '1 day')"
         elif text is not None and (m := _START_OF.fullmatch(text)):
             base = f"date_trunc('{m.group(1).lower()}', {base})"
         else:
@@ -981,6 +993,13 @@ def translate(
             continue
         elif t.kind == "word" and up == "CURRENT_TIMESTAMP":
             out.append(UTC_NOW_TEXT if now_as_text else UTC_NOW)
+        elif t.kind == "word" and up in ("CURRENT_DATE", "CURRENT_TIME"):
+            # SQLite's are UTC text too; PostgreSQL's follow the session's zone
+            layout, cast = (
+                ("YYYY-MM-DD", "date") if up == "CURRENT_DATE" else ("HH24:MI:SS", "time")
+            )
+            utc = "now() AT TIME ZONE 'UTC'"
+            out.append(f"to_char({utc}, '{layout}')" if now_as_text else f"({UTC_NOW})::{cast}")
         elif t.kind == "word" and up in KEYWORDS:
             out.append(up)
         elif t.kind in ("word", "ident"):

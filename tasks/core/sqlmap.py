@@ -51,6 +51,12 @@ def numeric_type(declared: str) -> str:
     return "numeric" if p is None else f"numeric({p},{s})"
 
 
+def time_only(declared: str) -> bool:
+    """TIME, not DATETIME or TIMESTAMP: a time of day."""
+    d = declared.upper()
+    return bool(re.search(r"\bTIME\b", d)) and "DATE" not in d and "STAMP" not in d
+
+
 def is_decimal(declared: str) -> bool:
     try:
         decimal_spec(declared)
@@ -103,6 +109,7 @@ class ColumnStats(BaseModel):
     all_json: bool = False  # every text parses as JSON object/array
     all_iso_datetime: bool = False  # every text is an ISO-8601 date/datetime without zone
     all_date_only: bool = False  # every text is an ISO-8601 date
+    all_time_only: bool = False  # every text is a time of day, HH:MM[:SS[.ffffff]]
     nan_or_inf: int = 0
     text_with_nul: int = 0
     not_decimal: int = 0  # DECIMAL(p,s) columns: numbers that are no exact decimal fitting it
@@ -307,6 +314,8 @@ def map_column(
             return Mapped(pg_type="jsonb", findings=tuple(f))
         if stats.all_date_only and "DATE" in declared.upper() and "TIME" not in declared.upper():
             return Mapped(pg_type="date", findings=tuple(f))
+        if stats.all_time_only and time_only(declared):
+            return Mapped(pg_type="time", findings=tuple(f))
         if stats.all_iso_datetime and _DATE_WORDS.search(declared):
             find(
                 Severity.INFO,
@@ -329,6 +338,8 @@ def _empty_column_type(declared: str, aff: str) -> str:
         return "jsonb"
     if "DATE" in d and "TIME" not in d:
         return "date"
+    if time_only(declared):
+        return "time"
     if _DATE_WORDS.search(d):
         return "timestamp"
     if is_decimal(declared):

@@ -1389,3 +1389,77 @@ def test_full_text_search_tables_are_findings_and_stay_behind(tmp_path, target):
         assert len(new_id) == 32 and new_id == new_id.lower() and int(new_id, 16) >= 0
         assert pg.execute("SELECT v FROM kv ORDER BY k").fetchall() == [("1",), ("text",)]
         assert pg.execute("SELECT x, y FROM pts").fetchall() == [(1, 2.5)]
+
+
+def test_times_of_day_become_time_and_current_date_time_stay_utc(tmp_path, target):
+    """Django's TimeField is `time` text in SQLite ('09:00:00', '17:30:00.25'):
+    PostgreSQL `time` (an empty TIME column too). CURRENT_DATE / CURRENT_TIME
+    defaults are UTC in SQLite and follow the session's zone in PostgreSQL:
+    translated to the UTC value, as text where the column is text."""
+    db = _source(
+        tmp_path,
+        'CREATE TABLE "shop_hours" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,'
+        ' "opens" time NOT NULL, "closes" time NULL, "later" time NULL,'
+        " stamp TEXT NOT NULL DEFAULT CURRENT_TIME, day DATE NOT NULL DEFAULT CURRENT_DATE,"
+        " at TIME NOT NULL DEFAULT CURRENT_TIME);"
+        " INSERT INTO shop_hours (opens, closes) VALUES ('09:00:00', '17:30:00.250000'),"
+        " ('08:15', NULL), ('23:59:59.999999', '00:00:00');"
+        " CREATE TABLE wall (t TIME); INSERT INTO wall VALUES ('12:00:01.5'), (NULL);",
+    )
+    report = run(db, target)
+    assert report.passed
+    with psycopg.connect(target) as pg:
+        types = dict(
+            pg.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM"
+                " information_schema.columns WHERE table_schema = 'public'"
+            ).fetchall()
+        )
+        for column in ("opens", "closes", "later", "at"):
+            assert types[f"shop_hours.{column}"] == "time without time zone", column
+        assert types["wall.t"] == "time without time zone"
+        rows = pg.execute("SELECT opens::text, closes::text FROM shop_hours ORDER BY id")
+        assert rows.fetchall() == [
+            ("09:00:00", "17:30:00.25"),
+            ("08:15:00", None),
+            ("23:59:59.999999", "00:00:00"),
+        ]
+        pg.execute("SET TIME ZONE 'Asia/Tokyo'")
+        new = pg.execute(
+            "INSERT INTO shop_hours (opens) VALUES ('10:00') RETURNING stamp, day, at,"
+            " to_char(now() AT TIME ZONE 'UTC', 'HH24:MI:SS'), (now() AT TIME ZONE 'UTC')::date,"
+            " date_trunc('second', now() AT TIME ZONE 'UTC')::time"
+        ).fetchone()
+        assert new is not None and new[:3] == new[3:]
+
+
+def test_month_and_weekday_modifiers_shift_dates_as_sqlite(tmp_path, target):
+    """SQLite shifts whole months by the month number and lets the day overflow
+    (31 January + 1 month = 2 March in a leap year); 'start of month', '+1 month',
+    '-1 day' is the usual last-day-of-month idiom; 'weekday N' moves forward to
+    the next such day. Compared on both sides, and against SQLite's own answers."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE d (id INTEGER PRIMARY KEY, at DATETIME NOT NULL);"
+        " INSERT INTO d (at) VALUES ('2024-01-31 10:30:00'), ('2024-03-31 00:00:00'),"
+        " ('2024-02-29 23:59:59'), ('2023-01-31 12:00:00'), ('2024-11-30 08:00:00'),"
+        " ('2024-12-01 08:00:00');"
+        " CREATE VIEW shifted AS SELECT id, datetime(at, '+1 month') AS next_month,"
+        "  date(at, '-1 month') AS last_month, date(at, '+1 year') AS next_year,"
+        "  date(at, '-14 months') AS back, date(at, 'start of month', '+1 month', '-1 day')"
+        "  AS month_end, date(at, 'weekday 0') AS sunday, datetime(at, 'weekday 3') AS wed"
+        "  FROM d;",
+    )
+    got, want = _both(db, target, "SELECT * FROM shifted ORDER BY id", ["shifted"])
+    assert _state(got) == _state(want)
+    assert want[0][1:] == (
+        "2024-03-02 10:30:00",
+        "2023-12-31",
+        "2025-01-31",
+        "2022-12-01",
+        "2024-01-31",
+        "2024-02-04",
+        "2024-01-31 10:30:00",
+    )
+    assert want[2][3] == "2025-03-01" and want[1][2] == "2024-03-02"
+    assert [r[6] for r in want[4:]] == ["2024-12-01", "2024-12-01"]
