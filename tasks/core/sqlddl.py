@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from tasks.core.sqlmap import quote_ident
 
@@ -798,6 +799,8 @@ def translate(
     toks = _null_order(
         _boolean_literals(_subquery_aliases(_arrows(list(tokens))), booleans), column_types
     )
+    feed_order = _ordered_feed(toks)
+    depths = list(accumulate((t.kind == "lp") - (t.kind == "rp") for t in toks))
     k = 0
     while k < len(toks):
         t = toks[k]
@@ -838,7 +841,13 @@ def translate(
                 sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
                 distinct = "DISTINCT " if parts[0] and _is(parts[0][0], "DISTINCT") else ""
                 value = again(parts[0][1:] if distinct else parts[0], True)
-                out.append(f"string_agg({distinct}({value})::text, {sep})")
+                order = ""
+                if feed_order and not distinct and depths[k] == 0:
+                    order = " ORDER BY " + ", ".join(
+                        " ".join([again(term[:1]), *(x.text.upper() for x in term[1:])])
+                        for term in feed_order
+                    )
+                out.append(f"string_agg({distinct}({value})::text, {sep}{order})")
                 k = end
                 continue
             elif up in ("MAX", "MIN"):
@@ -1164,6 +1173,62 @@ def _random_id(up: str, args: list[Tok]) -> bool:
             and args[3].kind == "rp"
         )
     return len(args) == 1 and args[0].kind == "num" and args[0].text == "16"
+
+
+def _ordered_feed(toks: Sequence[Tok]) -> list[list[Tok]] | None:
+    """The ORDER BY terms of a SELECT's only FROM item when that is an ordered subquery
+    whose output has every term's column: SQLite's way to order group_concat(), which
+    concatenates in the order rows arrive. string_agg() gets the same ORDER BY."""
+    depth = 0
+    for i, t in enumerate(toks):
+        depth += (t.kind == "lp") - (t.kind == "rp")
+        if depth or not _is(t, "FROM") or i + 2 >= len(toks) or toks[i + 1].kind != "lp":
+            continue
+        if not _is(toks[i + 2], "SELECT"):
+            return None
+        body, end = paren_body(toks, i + 1)
+        if end < len(toks) and _is(toks[end], "AS"):
+            end += 2
+        elif (
+            end < len(toks)
+            and toks[end].kind in ("word", "ident")
+            and not _is(toks[end], *KEYWORDS, "WINDOW")
+        ):
+            end += 1
+        if end < len(toks) and (toks[end].kind == "comma" or _is(toks[end], *_JOINS)):
+            return None  # another FROM item: rows no longer arrive in that order
+        return _feed_terms(body)
+    return None
+
+
+_JOINS = ("JOIN", "LEFT", "RIGHT", "INNER", "CROSS", "NATURAL", "FULL")
+
+
+def _feed_terms(body: list[Tok]) -> list[list[Tok]] | None:
+    depth = 0
+    select_end = order_at = None
+    for k, t in enumerate(body):
+        depth += (t.kind == "lp") - (t.kind == "rp")
+        if depth == 0 and select_end is None and _is(t, "FROM"):
+            select_end = k
+        if depth == 0 and _is(t, "ORDER") and k + 1 < len(body) and _is(body[k + 1], "BY"):
+            order_at = k + 2
+    if select_end is None or order_at is None:
+        return None
+    stop = next((m for m in range(order_at, len(body)) if _is(body[m], "LIMIT")), len(body))
+    terms = split_top(body[order_at:stop])
+    items = split_top(body[1:select_end])
+    star = [[x.text for x in item] for item in items] == [["*"]]
+    outputs = {item[-1].text.lower() for item in items if item[-1].kind in ("word", "ident")}
+    for term in terms:
+        plain = (
+            term
+            and term[0].kind in ("word", "ident")
+            and all(x.text.upper() in ("ASC", "DESC", "NULLS", "FIRST", "LAST") for x in term[1:])
+        )
+        if not plain or not (star or term[0].text.lower() in outputs):
+            return None
+    return terms
 
 
 def concat_separators(tokens: Sequence[Tok]) -> tuple[str, ...] | None:

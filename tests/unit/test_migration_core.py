@@ -667,3 +667,24 @@ def test_random_id_defaults_become_uuid_bytes():
     for other in ("hex(randomblob(8))", "randomblob(32)", "hex(name)"):
         with pytest.raises(Untranslatable):
             t(other)
+
+
+@pytest.mark.parametrize(
+    ("sql", "ordered"),
+    [
+        ("SELECT g, group_concat(n) FROM (SELECT * FROM t ORDER BY n DESC) GROUP BY g", True),
+        (
+            "SELECT g, group_concat(n) FROM (SELECT g, t.n AS n FROM t ORDER BY g, n) s GROUP BY g",
+            True,
+        ),
+        ("SELECT g, group_concat(n) FROM (SELECT g, n FROM t ORDER BY score) GROUP BY g", False),
+        ("SELECT g, group_concat(n) FROM (SELECT g, n FROM t ORDER BY n) s, u GROUP BY g", False),
+        ("SELECT g, group_concat(n) FROM (SELECT g, n FROM t ORDER BY lower(n)) GROUP BY g", False),
+        ("SELECT g, (SELECT group_concat(x) FROM u) FROM (SELECT g FROM t ORDER BY g)", False),
+        ("SELECT g, group_concat(DISTINCT n) FROM (SELECT * FROM t ORDER BY n) GROUP BY g", False),
+    ],
+)
+def test_group_concat_over_an_ordered_subquery_keeps_its_order(sql, ordered):
+    """Only where every ORDER BY term is a column the subquery hands on, and it is the
+    only FROM item, does string_agg() get that order."""
+    assert ("ORDER BY" in translate(tokenize(sql), lambda n: n).split("FROM")[0]) == ordered
