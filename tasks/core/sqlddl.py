@@ -836,6 +836,10 @@ def translate(
                 )
                 k = end
                 continue
+            elif up == "HEX" and n_args == 1:
+                out.append(_hex(args, column))
+                k = end
+                continue
             elif up == "GROUP_CONCAT":
                 parts = split_top(args)
                 sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
@@ -1160,6 +1164,21 @@ def _boolean_literals(toks: list[Tok], booleans: frozenset[str]) -> list[Tok]:
                     out[j] = Tok("word", "TRUE" if out[j].text == "1" else "FALSE")
                 j += 1
     return out
+
+
+def _hex(arg: list[Tok], column: Callable[[list[Tok], str], str | None]) -> str:
+    """hex() of a bytea, text or integer column: SQLite's upper-case hex of the bytes,
+    of the UTF-8 text, of the integer's digits; '' for NULL."""
+    for kind, bytes_of in (
+        ("bytea", "{}"),
+        ("text", "convert_to({}, 'UTF8')"),
+        ("citext", "convert_to({}::text, 'UTF8')"),
+        ("bigint", "convert_to({}::text, 'UTF8')"),
+    ):
+        value = column(arg, kind)
+        if value is not None:
+            return f"coalesce(upper(encode({bytes_of.format(value)}, 'hex')), '')"
+    raise Untranslatable("hex() of anything but a bytea, text or integer column")
 
 
 def _random_id(up: str, args: list[Tok]) -> bool:

@@ -1465,3 +1465,26 @@ def test_month_and_weekday_modifiers_shift_dates_as_sqlite(tmp_path, target):
     )
     assert want[2][3] == "2025-03-01" and want[1][2] == "2024-03-02"
     assert [r[6] for r in want[4:]] == ["2024-12-01", "2024-12-01"]
+
+
+def test_hex_of_blob_text_and_integer_columns_as_in_sqlite(tmp_path, target):
+    """hex() shows blob ids in views: upper-case hex of the bytes (of UTF-8 text, of
+    an integer's digits), '' for NULL, exactly as SQLite prints it."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE things (id INTEGER PRIMARY KEY, uid BLOB, name TEXT, n INTEGER);"
+        " INSERT INTO things (uid, name, n) VALUES (x'00ff10a0', 'héllo', 255),"
+        " (NULL, NULL, NULL), (x'', '', -7);"
+        " CREATE VIEW shown AS SELECT id, hex(uid) AS uid, lower(hex(name)) AS name,"
+        "  hex(n) AS n FROM things;",
+    )
+    got, want = _both(db, target, "SELECT * FROM shown ORDER BY id", ["shown"])
+    assert (
+        got
+        == want
+        == [
+            (1, "00FF10A0", "68c3a96c6c6f", "323535"),
+            (2, "", "", ""),
+            (3, "", "", "2D37"),
+        ]
+    )

@@ -664,7 +664,7 @@ def test_random_id_defaults_become_uuid_bytes():
         t("lower(hex(randomblob(16)))") == "lower(upper(replace(gen_random_uuid()::text, '-', '')))"
     )
     assert t("randomblob(16)") == "uuid_send(gen_random_uuid())"
-    for other in ("hex(randomblob(8))", "randomblob(32)", "hex(name)"):
+    for other in ("hex(randomblob(8))", "randomblob(32)", "hex(name)", "hex(1)"):
         with pytest.raises(Untranslatable):
             t(other)
 
