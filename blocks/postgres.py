@@ -27,6 +27,12 @@ class PostgresDatabase(Block):
         default="public",
         description="Schema the migrated tables are swapped into; objects of the same names are moved to shipyard_previous.",
     )
+    datetimes_utc: bool = Field(
+        default=False,
+        description="SQLite datetimes without a zone are UTC instants (Django with USE_TZ): they "
+        "become timestamptz instead of timestamp. Views, triggers, CHECKs and indexes that use "
+        "such a column become findings to accept.",
+    )
 
     def validate_target(self) -> None:
         """Checked before any side effect, naming the field."""

@@ -80,7 +80,7 @@ class MigrationReport(BaseModel):
     swapped: bool
 
 
-def _options(accept: list[str], policies: dict[str, str], target_schema: str) -> MigrationOptions:
+def _options(accept: list[str], policies: dict[str, str], db: PostgresDatabase) -> MigrationOptions:
     for key, value in policies.items():
         if "." not in key:
             raise ConfigError(f"policies[{key!r}]", "keys are TABLE.COLUMN")
@@ -89,7 +89,10 @@ def _options(accept: list[str], policies: dict[str, str], target_schema: str) ->
                 f"policies[{key!r}]", f"unknown policy {value!r}; one of {sorted(POLICIES)}"
             )
     return MigrationOptions(
-        accept=frozenset(accept), policies=policies, target_schema=target_schema
+        accept=frozenset(accept),
+        policies=policies,
+        target_schema=db.target_schema,
+        datetimes_utc=db.datetimes_utc,
     )
 
 
@@ -223,7 +226,7 @@ def migrate(
     started = time.perf_counter()
     phases: dict[str, float] = {}
     db = _resolve(database)
-    options = _options(accept or [], policies or {}, db.target_schema)
+    options = _options(accept or [], policies or {}, db)
     if not Path(sqlite_path).is_file():
         raise ConfigError("sqlite_path", f"{sqlite_path} does not exist or is not a file")
     workers = workers or m.cores()
@@ -343,10 +346,19 @@ def main(argv: list[str] | None = None) -> int:
         help=f"one of {sorted(POLICIES)}",
     )
     parser.add_argument("--schema", default="public", help="target schema")
+    parser.add_argument(
+        "--datetimes-utc",
+        action="store_true",
+        help="datetimes without a zone are UTC instants: timestamptz (Django with USE_TZ)",
+    )
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     policies = dict(p.split("=", 1) for p in args.policy if "=" in p)
-    db = PostgresDatabase(dsn=SecretStr(args.postgres_dsn), target_schema=args.schema)
+    db = PostgresDatabase(
+        dsn=SecretStr(args.postgres_dsn),
+        target_schema=args.schema,
+        datetimes_utc=args.datetimes_utc,
+    )
     global console_progress
     from rich.progress import Progress
 
@@ -431,7 +443,13 @@ def cutover_migration(
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         started = time.perf_counter()
         snap = m.snapshot(Path(sqlite_path), work)
-        plan = m.make_plan(snap, MigrationOptions(target_schema=database.target_schema), pool)
+        plan = m.make_plan(
+            snap,
+            MigrationOptions(
+                target_schema=database.target_schema, datetimes_utc=database.datetimes_utc
+            ),
+            pool,
+        )
         if plan.blocking:
             raise m.blocking_error(plan)
         with m.migration_lock(dsn, password):

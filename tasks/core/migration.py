@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.core.sqlddl import (
     DDLError,
     TableDDL,
+    Tok,
     Untranslatable,
     concat_separators,
     parse_create_index,
@@ -141,6 +142,7 @@ class MigrationOptions(BaseModel):
     accept: frozenset[str] = frozenset()
     policies: Mapping[str, str] = Field(default_factory=dict)  # "table.column" -> policy
     target_schema: str = "public"
+    datetimes_utc: bool = False  # naive datetimes are UTC instants: timestamptz
 
 
 # ---------------------------------------------------------------- the plan
@@ -273,6 +275,9 @@ def _column_exprs(
         return _csv(value), value, "json", "{c}::text", None
     if pg_type == "timestamp":  # ISO text by the scan: no comma, quote or newline to quote
         return value, value, "timestamp", "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')", None
+    if pg_type == "timestamptz":  # the ISO text, read as UTC whatever the session's zone
+        canon = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        return f"{value} || 'Z'", value, "timestamp", canon, None
     if pg_type == "time":  # HH:MM[:SS[.ffffff]] by the scan: nothing to quote
         return value, value, "time", "{c}::text", None
     if pg_type == "date":
@@ -287,11 +292,20 @@ def _column_exprs(
     return _csv(as_text), as_text, "plain", "{c}::text", None
 
 
-def _not_virtual(sql: str, virtual: Mapping[str, str]) -> None:
-    """A view or trigger that reads or writes a virtual table cannot follow it."""
-    used = {t.text.lower() for t in tokenize(sql) if t.kind in ("word", "ident")} & virtual.keys()
+def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> None:
+    """Refuse SQL that names any of `names` (lower-case name -> what it is): a virtual
+    table that is not migrated, a column that became timestamptz."""
+    toks = tokenize(sql) if isinstance(sql, str) else sql
+    used = {t.text.lower() for t in toks if t.kind in ("word", "ident")} & names.keys()
     if used:
-        raise Untranslatable(f"it uses virtual table {virtual[min(used)]!r}, which is not migrated")
+        raise Untranslatable(why.format(names[min(used)]))
+
+
+_VIRTUAL = "it uses virtual table {!r}, which is not migrated"
+_UTC = (
+    "it reads {}, which became timestamptz (datetimes_utc): date functions, literals and"
+    " comparisons there would follow the session's time zone, so it is not translated"
+)
 
 
 def _deferred(ddl: TableDDL, fks: Sequence[SourceFK]) -> dict[int, bool]:
@@ -324,7 +338,9 @@ def _default_sql(raw: str | None, pg_type: str, resolve: Callable[[str], str | N
     toks = tokenize(raw)
     if pg_type == "boolean" and [t.text for t in toks] in (["0"], ["1"]):
         return "false" if toks[0].text == "0" else "true"
-    return translate(toks, resolve, now_as_text=pg_type in ("text", "citext"))
+    sql = translate(toks, resolve, now_as_text=pg_type in ("text", "citext"))
+    # a UTC wall-clock value (CURRENT_TIMESTAMP included), as an instant
+    return f"(({sql})::timestamp AT TIME ZONE 'UTC')" if pg_type == "timestamptz" else sql
 
 
 def build_plan(
@@ -391,6 +407,15 @@ def build_plan(
                     fd.model_copy(update={"rowids": ref.rowids}) if ref is not None else fd
                 )
             pg_type = mapped.pg_type
+            if pg_type == "timestamp" and options.datetimes_utc:
+                pg_type = "timestamptz"
+                find(
+                    Severity.INFO,
+                    "utc-datetime",
+                    t.name,
+                    "datetimes without zone are read as UTC: timestamptz (datetimes_utc)",
+                    c.name,
+                )
             identity = rowid_alias and c.name == pk_cols[0]
             cd = col_ddl.get(c.name.lower())
             if cd is not None and cd.collate == "NOCASE":
@@ -461,8 +486,10 @@ def build_plan(
         all_booleans |= booleans
         checks: list[str] = []
         own = {c.name.lower(): c.pg_type for c in cols}
+        own_utc = {c.name.lower(): repr(c.name) for c in cols if c.pg_type == "timestamptz"}
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
+                _not_using(toks, own_utc, _UTC)
                 checks.append(translate(toks, resolve, booleans=booleans, column_types=own))
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
@@ -472,6 +499,11 @@ def build_plan(
             if ix.origin != "c" or ix.sql is None:
                 continue
             try:
+                parsed = parse_create_index(ix.sql)
+                for term in parsed.terms:  # a plain column orders instants as SQLite did
+                    if len(term.tokens) > 1:
+                        _not_using(term.tokens, own_utc, _UTC)
+                _not_using(parsed.where or (), own_utc, _UTC)
                 indexes.append(
                     PlanIndex(name=ix.name, sql=_index_sql(ix, t.name, resolve, booleans))
                 )
@@ -572,10 +604,17 @@ def build_plan(
             " is a tsvector column with a GIN index, which the application queries its own way)",
         )
     virtual = {vt.name.lower(): vt.name for vt in schema.virtual}
+    utc = {
+        c.name.lower(): f"{t.name}.{c.name}"
+        for t in tables
+        for c in t.columns
+        if c.pg_type == "timestamptz"
+    }
     views: list[PlanView] = []
     for v in schema.views:
         try:
-            _not_virtual(v.sql, virtual)
+            _not_using(v.sql, virtual, _VIRTUAL)
+            _not_using(v.sql, utc, _UTC)
             select = view_select(v.sql)
             views.append(
                 PlanView(
@@ -605,7 +644,8 @@ def build_plan(
             find(Severity.WARNING, "trigger", tr.name, f"trigger on {tr.table} left out (accepted)")
             continue
         try:
-            _not_virtual(tr.sql, virtual)
+            _not_using(tr.sql, virtual, _VIRTUAL)
+            _not_using(tr.sql, utc, _UTC)
             triggers.append(
                 translate_trigger(
                     tr.sql,
@@ -980,7 +1020,9 @@ CANON_FUNCTIONS: dict[str, Callable[[Any], str | None]] = {
     "shipyard_numeric": lambda v: None if v is None else _numeric(v),
     "shipyard_time": lambda v: None if v is None else _time(v),
 }
-_NO_SEPARATORS = {"bigint", "boolean", "bytea", "double precision", "timestamp", "date"}
+_NO_SEPARATORS = {
+    *("bigint", "boolean", "bytea", "double precision", "timestamp", "timestamptz", "date")
+}
 
 
 def _prefixed(text: str) -> str:

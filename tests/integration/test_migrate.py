@@ -1488,3 +1488,60 @@ def test_hex_of_blob_text_and_integer_columns_as_in_sqlite(tmp_path, target):
             (3, "", "", "2D37"),
         ]
     )
+
+
+def test_datetimes_utc_makes_instants_whatever_the_session_zone(tmp_path, target):
+    """Django with USE_TZ stores UTC wall-clock text and wants timestamptz: with
+    datetimes_utc the text is read as UTC (the target database's zone is Tokyo here,
+    so a value read in the session's zone would be off by nine hours), defaults of
+    CURRENT_TIMESTAMP are the instant, a plain index stays, and what would compare
+    such a column with a zone-less literal becomes a finding."""
+    db = _source(
+        tmp_path,
+        'CREATE TABLE "app_event" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,'
+        ' "created" datetime NOT NULL DEFAULT CURRENT_TIMESTAMP, "seen" datetime NULL,'
+        ' "name" varchar(20) NOT NULL);'
+        ' CREATE INDEX "app_event_created" ON "app_event" ("created");'
+        " CREATE INDEX recent ON app_event (created) WHERE created > '2024-01-01';"
+        " CREATE VIEW late AS SELECT id FROM app_event WHERE created > '2024-06-01';"
+        " INSERT INTO app_event (created, seen, name) VALUES"
+        " ('2024-01-01 10:00:00.123456', NULL, 'a'), ('2024-07-01', '2024-07-02T23:30', 'b');"
+        " CREATE TABLE keyless (at datetime);"
+        " INSERT INTO keyless VALUES ('2024-03-01 12:00:00'), (NULL);",
+    )
+    with psycopg.connect(target, autocommit=True) as pg:
+        pg.execute(f"ALTER DATABASE {target.rsplit('/', 1)[1]} SET timezone = 'Asia/Tokyo'")
+    block = PostgresDatabase(dsn=SecretStr(target), datetimes_utc=True)
+    with pytest.raises(MigrationError) as info:
+        migrate(str(db), block)
+    assert "recent:untranslatable" in str(info.value) and "late:untranslatable" in str(info.value)
+    assert "app_event_created" not in str(info.value)
+    report = migrate(str(db), block, accept=["recent:untranslatable", "late:untranslatable"])
+    assert report.passed
+    with psycopg.connect(target) as pg:
+        kinds = pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND data_type LIKE 'timestamp%' ORDER BY 1"
+        ).fetchall()
+        assert kinds == [("at", "timestamp with time zone")] + [
+            (c, "timestamp with time zone") for c in ("created", "seen")
+        ]
+        utc = pg.execute(
+            "SELECT to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),"
+            " to_char(seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM app_event ORDER BY id"
+        ).fetchall()
+        assert utc == [
+            ("2024-01-01 10:00:00.123456", None),
+            ("2024-07-01 00:00:00.000000", "2024-07-02 23:30"),
+        ]
+        (at,) = pg.execute(
+            "SELECT at AT TIME ZONE 'UTC' FROM keyless WHERE at IS NOT NULL"
+        ).fetchone()
+        assert str(at) == "2024-03-01 12:00:00"
+        (drift,) = pg.execute(
+            "INSERT INTO app_event (name) VALUES ('c') RETURNING abs(extract(epoch FROM now() - created))"
+        ).fetchone()
+        assert drift < 2  # the instant of the insert, not nine hours off
+        assert pg.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'app_event_created'"
+        ).fetchone() == (1,)
