@@ -687,17 +687,22 @@ def _json_type(args: list[list[Tok]], column: Callable[[list[Tok]], str | None])
     )
 
 
+_JSON_TEXT = "shipyard_json_text"  # what `->` reads: no SQLite function has this name
+
+
 def _arrows(toks: list[Tok]) -> list[Tok]:
     """`col ->> 'key'` (SQLite 3.38) is json_extract(col, '$."key"'); `col ->> 2` is
     '$[2]' and a '$…' operand is a path already. Rewritten into the call before
-    translation, so both spellings translate (or are refused) alike."""
+    translation, so both spellings translate (or are refused) alike. `->` (the
+    node as JSON text) becomes an internal call of the same shape."""
     out: list[Tok] = []
     for t in toks:
-        if out and out[-1].kind == "op" and out[-1].text == "->>" and t.kind in ("str", "num"):
+        arrow = out[-1].text if out and out[-1].kind == "op" else None
+        if arrow in ("->", "->>") and t.kind in ("str", "num"):
             out.pop()
             ref = out[-3:] if len(out) >= 3 and out[-2].text == "." else out[-1:]
             if not ref or ref[-1].kind not in ("word", "ident"):
-                raise Untranslatable("->> of anything but a column")
+                raise Untranslatable(f"{arrow} of anything but a column")
             del out[-len(ref) :]
             if t.kind == "num":
                 path = f"$[{int(t.text)}]"
@@ -705,7 +710,8 @@ def _arrows(toks: list[Tok]) -> list[Tok]:
                 text = t.text[1:-1].replace("''", "'")
                 path = text if text.startswith("$") else '$."' + text.replace('"', '\\"') + '"'
             literal = Tok("str", "'" + path.replace("'", "''") + "'")
-            out += [Tok("word", "json_extract"), Tok("lp", "("), *ref, Tok("comma", ",")]
+            call = "json_extract" if arrow == "->>" else _JSON_TEXT
+            out += [Tok("word", call), Tok("lp", "("), *ref, Tok("comma", ",")]
             out += [literal, Tok("rp", ")")]
         else:
             out.append(t)
@@ -886,6 +892,12 @@ def translate(
                 if checked is None:
                     raise Untranslatable("json_valid() of anything but a column that became jsonb")
                 out.append(f"({checked} IS NOT NULL)")
+                k = end
+                continue
+            elif t.text == _JSON_TEXT:  # scalars as SQLite writes them; objects and
+                # arrays in jsonb's spacing and key order, which the view check reports
+                node = _json_node("->", split_top(args), lambda a: column(a, "jsonb"), 1)
+                out.append(f"({node})::text")
                 k = end
                 continue
             elif up == "JSON_EXTRACT":

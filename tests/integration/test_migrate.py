@@ -1545,3 +1545,26 @@ def test_datetimes_utc_makes_instants_whatever_the_session_zone(tmp_path, target
         assert pg.execute(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'app_event_created'"
         ).fetchone() == (1,)
+
+
+def test_json_arrow_reads_scalars_as_sqlite_writes_them(tmp_path, target):
+    """`col -> 'key'` is the node as JSON text: a string keeps its quotes, a number
+    its digits, true/null their words, a missing key NULL. (A string written with
+    escapes comes back as jsonb normalised it, unescaped: the view check tells.)"""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSON NOT NULL);"
+        ' INSERT INTO docs (body) VALUES (\'{"s": "x", "n": 1.50, "t": true, "z": null}\'),'
+        ' (\'{"s": "yé", "a": [1, 2]}\');'
+        " CREATE VIEW nodes AS SELECT id, body -> 's' AS s, body -> '$.n' AS n,"
+        "  body -> 't' AS t, body -> 'z' AS z, body -> '$.a[1]' AS second FROM docs;",
+    )
+    got, want = _both(db, target, "SELECT * FROM nodes ORDER BY id", ["nodes"])
+    assert (
+        got
+        == want
+        == [
+            (1, '"x"', "1.50", "true", "null", None),
+            (2, '"yé"', None, None, None, "2"),
+        ]
+    )

@@ -201,10 +201,12 @@ def test_json_extract_reads_jsonb_columns_as_sqlite_returns_values():
     assert arrow == tr("json_extract(e.payload, '$.\"a.b\"') = 'x'", column_types=types)
     assert "'{\"2\"}'" in tr("payload ->> 2", column_types=types)
     assert tr("payload ->> '$.n' > 1", column_types=types).endswith("::numeric > 1")
+    assert tr("payload -> 'a'", column_types=types) == '(("payload" #> \'{"a"}\'))::text'
     for bad in (
         "json_extract(payload, '$.a', '$.b')",
         "json_extract(body, '$.a')",
-        "payload -> 'a'",
+        "payload -> 'a' -> 'b'",  # chained: the second arrow reads no column
+        "body -> 'a'",
         "(payload) ->> 'a'",
     ):
         with pytest.raises(Untranslatable):
