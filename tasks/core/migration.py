@@ -616,19 +616,20 @@ def build_plan(
             _not_using(v.sql, virtual, _VIRTUAL)
             _not_using(v.sql, utc, _UTC)
             select = view_select(v.sql)
+            separators = concat_separators(select)
             views.append(
                 PlanView(
                     name=v.name,
                     select_sql=translate(
                         select, resolve_any, booleans=all_booleans, column_types=column_types
                     ),
-                    concat_separators=concat_separators(select) or (),
+                    concat_separators=separators or (),
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:
             find(Severity.ERROR, "untranslatable", v.name, f"view: {exc}")
             continue
-        if concat_separators(select):
+        if separators:
             find(
                 Severity.INFO,
                 "group-concat",
@@ -1014,11 +1015,15 @@ def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
 # differs, the per-row order-independent checksum above decides (a different
 # order can then never fail a correct table) and names the differing keys.
 
+
+def _nullable(finish: Callable[[Any], str]) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None else finish(v)
+
+
+_PYTHON_FINISHED = ("double", "numeric", "time")  # SQLite calls shipyard_<kind>() per value
 CANON_FUNCTIONS: dict[str, Callable[[Any], str | None]] = {
-    "shipyard_double": lambda v: None if v is None else _double(v),
-    "shipyard_json_piece": lambda v: None if v is None else _prefixed(jsonb_text(v)),
-    "shipyard_numeric": lambda v: None if v is None else _numeric(v),
-    "shipyard_time": lambda v: None if v is None else _time(v),
+    **{f"shipyard_{kind}": _nullable(_FINISH[kind]) for kind in _PYTHON_FINISHED},
+    "shipyard_json_piece": _nullable(lambda v: _prefixed(jsonb_text(v))),
 }
 _NO_SEPARATORS = {
     *("bigint", "boolean", "bytea", "double precision", "timestamp", "timestamptz", "date")
@@ -1055,18 +1060,14 @@ def _sqlite_timestamp(v: str) -> str:
 def source_line_sql(t: PlanTable) -> str:
     """SQLite expression: the row's canonical line, the same text `pg_line_sql` renders.
 
-    Python finishes only doubles (IEEE bytes) and JSON (jsonb's normal form),
-    through functions the reader registers (`CANON_FUNCTIONS`).
+    Python finishes only doubles (IEEE bytes), decimals, times and JSON (jsonb's
+    normal form), through functions the reader registers (`CANON_FUNCTIONS`).
     """
     pieces = []
     for c in t.columns:
         prefixed = c.pg_type not in _NO_SEPARATORS
-        if c.canon_kind == "double":
-            text = f"shipyard_double({c.src_canon})"
-        elif c.canon_kind == "numeric":
-            text = f"shipyard_numeric({c.src_canon})"
-        elif c.canon_kind == "time":
-            text = f"shipyard_time({c.src_canon})"
+        if c.canon_kind in _PYTHON_FINISHED:
+            text = f"shipyard_{c.canon_kind}({c.src_canon})"
         elif c.canon_kind == "json":
             text, prefixed = f"shipyard_json_piece({c.src_canon})", False
         elif c.canon_kind == "timestamp":
