@@ -18,6 +18,7 @@ from tasks.core.sqlmap import (
     is_decimal,
     quote_ident,
     time_only,
+    uuid_hex,
 )
 
 
@@ -38,7 +39,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 _CLASSES = ("integer", "real", "text", "blob")
 _BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
-_TESTS = 11  # value tests per column, after the storage-class facts
+_TESTS = 12  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -82,6 +83,12 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
         f"coalesce(sum(typeof({c}) = 'text' AND time({c}) IS NOT NULL AND length({c}) <= 15"
         f" AND {c} GLOB '[0-2][0-9]:[0-5][0-9]*' AND NOT {c} GLOB '*[^0-9:.]*'), 0)"
         if time_only(declared)
+        else "0"
+    )
+    parts.append(  # SQLAlchemy's Uuid and Django's UUIDField: uuid.hex
+        f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 32"
+        f" AND NOT {c} GLOB '*[^0-9a-f]*'), 0)"
+        if uuid_hex(declared)
         else "0"
     )
     assert len(parts) == _TESTS
@@ -146,6 +153,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         dec,
         bool_text,
         time_ok,
+        uuid_ok,
     ) = row
     return ColumnStats(
         integer=integer or 0,
@@ -164,6 +172,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         not_decimal=dec or 0,
         all_bool_text=bool(text) and bool_text == text,
         all_time_only=bool(text) and time_ok == text,
+        all_uuid_hex=bool(text) and uuid_ok == text,
     )
 
 

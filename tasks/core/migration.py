@@ -25,6 +25,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +41,15 @@ from tasks.core.sqlddl import (
     translate,
     view_select,
 )
-from tasks.core.sqlmap import ColumnStats, Finding, Severity, blocking, map_column, quote_ident
+from tasks.core.sqlmap import (
+    ColumnStats,
+    Finding,
+    Severity,
+    blocking,
+    map_column,
+    quote_ident,
+    uuid_hex,
+)
 from tasks.core.triggers import LEAVE, PlanTrigger, translate_trigger
 
 _F = ConfigDict(frozen=True)
@@ -280,6 +289,19 @@ def _column_exprs(
         return f"{value} || 'Z'", value, "timestamp", canon, None
     if pg_type == "time":  # HH:MM[:SS[.ffffff]] by the scan: nothing to quote
         return value, value, "time", "{c}::text", None
+    if pg_type == "interval":  # microseconds, from Django's integer or SQLAlchemy's datetime
+        us = (
+            f"CASE typeof({value}) WHEN 'integer' THEN {value}"
+            f" ELSE CAST(strftime('%s', {value}) AS INTEGER) * 1000000"
+            f" + CAST(substr(substr({value}, 21) || '000000', 1, 6) AS INTEGER) END"
+        )
+        text = f"CAST(({us}) AS TEXT)"
+        canon = "(extract(epoch FROM {c}) * 1000000)::bigint::text"
+        return f"{text} || ' microseconds'", text, "plain", canon, None
+    if pg_type == "uuid":  # uuid reads the 32 hex digits as they are (the scan saw nothing else)
+        hexed = "replace({c}::text, '-', '')"
+        copy = f"coalesce({hexed}, '')" if plain else None
+        return value, value, "plain", hexed, copy
     if pg_type == "date":
         copy = "coalesce(to_char({c}, 'YYYY-MM-DD'), '')" if plain else None
         return value, value, "date", "to_char({c}, 'YYYY-MM-DD')", copy
@@ -339,8 +361,68 @@ def _default_sql(raw: str | None, pg_type: str, resolve: Callable[[str], str | N
     if pg_type == "boolean" and [t.text for t in toks] in (["0"], ["1"]):
         return "false" if toks[0].text == "0" else "true"
     sql = translate(toks, resolve, now_as_text=pg_type in ("text", "citext"))
+    if pg_type == "uuid":  # 32 hex digits (a literal or the randomblob idiom) read as uuid
+        return f"({sql})::uuid"
+    if pg_type == "interval":
+        if [t.kind for t in toks if t.text not in ("(", ")", "-", "+")] != ["num"]:
+            raise Untranslatable("a default of an interval column other than microseconds")
+        return f"(({sql}) * interval '1 microsecond')"
     # a UTC wall-clock value (CURRENT_TIMESTAMP included), as an instant
     return f"(({sql})::timestamp AT TIME ZONE 'UTC')" if pg_type == "timestamptz" else sql
+
+
+def _uuid_columns(
+    schema: SourceSchema,
+    stats: Mapping[tuple[str, str], ColumnStats],
+    options: MigrationOptions,
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
+    """The (table, column)s that become uuid, and those that could but stay text
+    because a foreign key ties them (through any chain of keys) to a column that
+    stays text, with that column's name. A key between uuid and text could not be
+    created; an ORM reading a uuid child of a text parent would mix the two."""
+    tables = {t.name.lower(): t for t in schema.tables}
+
+    def json_checked(t: SourceTable) -> frozenset[str]:
+        try:
+            return parse_create_table(t.sql).json_checked()
+        except DDLError:
+            return frozenset()
+
+    could: set[tuple[str, str]] = set()
+    for t in schema.tables:
+        json = json_checked(t)
+        for c in t.columns:
+            policy = options.policies.get(f"{t.name}.{c.name}")
+            st = stats.get((t.name, c.name), ColumnStats())
+            if uuid_hex(c.declared):
+                m = map_column(t.name, c.name, c.declared, st, policy, c.name.lower() in json)
+                if m.pg_type == "uuid":
+                    could.add((t.name, c.name))
+    pairs: list[tuple[tuple[str, str], tuple[str, str]]] = []
+    for t in schema.tables:
+        for fk in t.fks:
+            parent = tables.get(fk.ref_table.lower())
+            if parent is None:
+                continue
+            pk = [c.name for c in sorted((c for c in parent.columns if c.pk), key=lambda c: c.pk)]
+            names = {c.name.lower(): c.name for c in parent.columns}
+            for i, child in enumerate(fk.from_cols):
+                to = fk.to_cols[i] if i < len(fk.to_cols) else None
+                ref = names.get(to.lower()) if to is not None else (pk[i] if i < len(pk) else None)
+                if ref is not None:
+                    pairs.append(((t.name, child), (parent.name, ref)))
+    keep = set(could)
+    tied: dict[tuple[str, str], str] = {}
+    changed = True
+    while changed:  # a text column spreads along the keys until none ties text to uuid
+        changed = False
+        for a, b in pairs:
+            for x, y in ((a, b), (b, a)):
+                if x in keep and y not in keep:
+                    keep.discard(x)
+                    tied[x] = f"{y[0]}.{y[1]}" if y not in tied else tied[y]
+                    changed = True
+    return keep, tied
 
 
 def build_plan(
@@ -369,6 +451,16 @@ def build_plan(
         (r.table, r.column, r.code): r for r in refusals
     }
     accepted = {k: True for k in options.accept}
+    uuids, tied = _uuid_columns(schema, stats, options)
+    for (tname, cname), other in tied.items():
+        find(
+            Severity.WARNING,
+            "uuid-text",
+            tname,
+            f"stays text: a foreign key ties it to {other}, whose values are no UUIDs (or"
+            " under a policy), and both ends of a key need one type",
+            cname,
+        )
     tables: list[PlanTable] = []
     needs_citext = False
     all_booleans: frozenset[str] = frozenset()
@@ -400,7 +492,15 @@ def build_plan(
                 )
             policy = options.policies.get(f"{t.name}.{c.name}")
             st = stats.get((t.name, c.name), ColumnStats())
-            mapped = map_column(t.name, c.name, c.declared, st, policy, c.name.lower() in json)
+            mapped = map_column(
+                t.name,
+                c.name,
+                c.declared,
+                st,
+                policy,
+                c.name.lower() in json,
+                uuid=(t.name, c.name) in uuids,
+            )
             for fd in mapped.findings:
                 ref = refused_by.get((t.name, c.name, fd.code))
                 findings.append(
@@ -934,6 +1034,7 @@ _FAST: dict[str, Callable[[Any], str]] = {
     "bytea": lambda v: bytes(v).hex(),
     "text": _plain,
     "citext": _plain,
+    "uuid": _plain,
 }
 
 
@@ -1026,7 +1127,9 @@ CANON_FUNCTIONS: dict[str, Callable[[Any], str | None]] = {
     "shipyard_json_piece": _nullable(lambda v: _prefixed(jsonb_text(v))),
 }
 _NO_SEPARATORS = {
-    *("bigint", "boolean", "bytea", "double precision", "timestamp", "timestamptz", "date")
+    *("bigint", "boolean", "bytea", "double precision", "timestamp", "timestamptz", "date"),
+    "uuid",
+    "interval",
 }
 
 
@@ -1193,6 +1296,8 @@ def loose_value(v: Any) -> str:
         return v.isoformat(sep=" ")
     if isinstance(v, date):
         return v.isoformat()
+    if isinstance(v, UUID):  # a uuid column, as SQLite holds it: 32 hex digits
+        return v.hex
     return str(v)
 
 

@@ -57,6 +57,15 @@ def time_only(declared: str) -> bool:
     return bool(re.search(r"\bTIME\b", d)) and "DATE" not in d and "STAMP" not in d
 
 
+_UUID_HEX = re.compile(r"\s*CHAR\s*\(\s*32\s*\)\s*", re.IGNORECASE)
+
+
+def uuid_hex(declared: str) -> bool:
+    """CHAR(32): how SQLAlchemy's Uuid and Django's UUIDField store a UUID in SQLite
+    (32 lower-case hex digits). Their PostgreSQL dialects declare and bind `uuid`."""
+    return _UUID_HEX.fullmatch(declared) is not None
+
+
 def is_decimal(declared: str) -> bool:
     try:
         decimal_spec(declared)
@@ -113,6 +122,7 @@ class ColumnStats(BaseModel):
     nan_or_inf: int = 0
     text_with_nul: int = 0
     not_decimal: int = 0  # DECIMAL(p,s) columns: numbers that are no exact decimal fitting it
+    all_uuid_hex: bool = False  # every text is 32 lower-case hex digits (CHAR(32) columns)
 
 
 def classes_from_extremes(
@@ -165,6 +175,8 @@ POLICIES = {
     "double": "accept integers stored as REAL (too big for 64 bits) as double precision",
     "null": "store refused values (NUL in text) as NULL; the report counts them",
     "bytea": "store text with NUL bytes as bytea, byte for byte",
+    "interval": "durations as interval: integer microseconds (Django's DurationField)"
+    " or datetimes since 1970-01-01 (SQLAlchemy's Interval)",
 }
 
 
@@ -175,9 +187,12 @@ def map_column(
     stats: ColumnStats,
     policy: str | None = None,
     json: bool = False,
+    uuid: bool = True,
 ) -> Mapped:
     """Choose the PostgreSQL type for one column from its declaration and its values;
-    `json`: a CHECK holds the column to valid JSON, whatever its declared type."""
+    `json`: a CHECK holds the column to valid JSON, whatever its declared type;
+    `uuid`: a UUID column may become uuid (False when a foreign key ties it to a
+    column that stays text: the two must have one type)."""
     f: list[Finding] = []
 
     def find(sev: Severity, code: str, msg: str, count: int = 0) -> None:
@@ -198,6 +213,23 @@ def map_column(
             )
         elif len(classes) > 1:
             find(Severity.WARNING, "mixed-storage", f"{sorted(classes)} stored as text (policy)")
+        return Mapped(pg_type="text", findings=tuple(f))
+    if policy == "interval":  # nothing in a declaration says duration: the user does
+        if classes <= {"integer"} or (classes == {"text"} and stats.all_iso_datetime):
+            find(
+                Severity.INFO,
+                "interval",
+                "durations become interval (policy): integers as microseconds,"
+                " datetimes as the time since 1970-01-01 00:00:00",
+            )
+            return Mapped(pg_type="interval", findings=tuple(f))
+        find(
+            Severity.ERROR,
+            "interval",
+            f"policy 'interval' takes integer microseconds (Django's DurationField) or"
+            f" datetimes without zone since 1970-01-01 (SQLAlchemy's Interval), all of one"
+            f" kind; found {sorted(classes)}",
+        )
         return Mapped(pg_type="text", findings=tuple(f))
     if (
         "BOOL" in declared.upper()
@@ -293,6 +325,21 @@ def map_column(
                 stats.nan_or_inf,
             )
         return Mapped(pg_type="double precision", findings=tuple(f))
+    if (
+        classes <= {"text"}
+        and uuid
+        and uuid_hex(declared)
+        and (stats.all_uuid_hex or not classes)
+        and not f
+    ):
+        find(
+            Severity.WARNING,
+            "uuid",
+            "CHAR(32) of 32 hex digits (SQLAlchemy's Uuid, Django's UUIDField) becomes uuid,"
+            " the type their PostgreSQL dialects declare and bind; SQL that reads it as text"
+            " gets the dashed form; policy 'text' keeps the hex text",
+        )
+        return Mapped(pg_type="uuid", findings=tuple(f))
     if classes <= {"text"}:
         if not classes:
             pg = "jsonb" if json else _empty_column_type(declared, aff)

@@ -6,12 +6,15 @@ failing case that the target still holds exactly what it held before.
 
 from __future__ import annotations
 
+import datetime
+import enum
 import hashlib
 import itertools
 import json
 import math
 import sqlite3
 import struct
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +22,9 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from blocks.postgres import PostgresDatabase
 from flows.migrate import ValidationFailed, cutover_migration, migrate
@@ -1568,3 +1573,171 @@ def test_json_arrow_reads_scalars_as_sqlite_writes_them(tmp_path, target):
             (2, '"yé"', None, None, None, "2"),
         ]
     )
+
+
+# An application as FastAPI users write it: SQLAlchemy 2 models, created and filled
+# through the ORM on SQLite. After the migration the same models must work on
+# PostgreSQL: SQLAlchemy's PostgreSQL dialect declares and binds uuid and interval.
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Kind(enum.Enum):
+    small = "small"
+    large = "large"
+
+
+class _Owner(_Base):
+    __tablename__ = "owner"
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created: Mapped[datetime.datetime] = mapped_column(sa.DateTime, server_default=sa.func.now())
+    items: Mapped[list[_Item]] = relationship(back_populates="owner", order_by="_Item.id")
+
+
+class _Item(_Base):
+    __tablename__ = "item"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("owner.id"))
+    kind: Mapped[_Kind] = mapped_column(sa.Enum(_Kind))
+    price: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
+    weight: Mapped[float] = mapped_column(sa.Float)
+    meta: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    blob: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    day: Mapped[datetime.date] = mapped_column(sa.Date)
+    at: Mapped[datetime.time] = mapped_column(sa.Time)
+    span: Mapped[datetime.timedelta | None] = mapped_column(sa.Interval)
+    big: Mapped[int] = mapped_column(sa.BigInteger)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    owner: Mapped[_Owner] = relationship(back_populates="items")
+
+
+def _orm_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with Session(engine) as s:
+        return [
+            (
+                o.id,
+                o.name,
+                o.active,
+                o.created,
+                [
+                    (i.id, i.kind, i.price, i.weight, i.meta, i.blob, i.day, i.at, i.span, i.big)
+                    for i in o.items
+                ],
+            )
+            for o in s.scalars(sa.select(_Owner).order_by(_Owner.name))
+        ]
+
+
+def test_a_sqlalchemy_application_works_unchanged_on_the_migrated_database(tmp_path, target):
+    """CHAR(32) UUIDs become uuid (a key and its referencing column together); the
+    Interval column, a DATETIME since 1970-01-01 in SQLite, becomes interval by an
+    explicit policy, and so does a Django DurationField (bigint microseconds). The
+    ORM then reads exactly what it read from SQLite, finds rows by UUID, and inserts
+    with a new identity. Without the uuid type, every query by key fails with
+    `operator does not exist: uuid = text`."""
+    db = tmp_path / "orm.db"
+    lite = sa.create_engine(f"sqlite:///{db}")
+    _Base.metadata.create_all(lite)
+    with Session(lite) as s:
+        owners = [_Owner(name=f"o{i}", active=i % 2 == 0) for i in range(4)]
+        s.add_all(owners)
+        for i in range(30):
+            s.add(
+                _Item(
+                    owner=owners[i % 4],
+                    kind=_Kind.small if i % 3 else _Kind.large,
+                    price=Decimal(f"{i * 37}.{i % 100:02d}"),
+                    weight=i / 7,
+                    meta={"i": i, "tags": ["a", "é"]},
+                    blob=bytes([i, 0]) if i % 2 else None,
+                    day=datetime.date(2024, 1, 1) + datetime.timedelta(days=i),
+                    at=datetime.time(i % 24, i % 60, 0, 1000 * i),
+                    span=datetime.timedelta(days=i - 3, microseconds=i * 12345) if i % 4 else None,
+                    big=2**40 + i,
+                    note=None if i % 7 else f"n{i}",
+                )
+            )
+        s.commit()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE django_took (id integer NOT NULL PRIMARY KEY, took bigint)")
+        conn.executemany(
+            "INSERT INTO django_took (took) VALUES (?)", [(86_400_000_001,), (-5,), (None,)]
+        )
+    want = _orm_rows(lite)
+    lite.dispose()
+
+    policies = {"item.span": "interval", "django_took.took": "interval"}
+    report = run(db, target, policies=policies)
+    assert report.passed and not report.blocking, report
+    keys = {f.key for f in report.findings}
+    assert {"owner.id:uuid", "item.owner_id:uuid", "item.span:interval"} <= keys
+
+    pg = sa.create_engine(target.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert _orm_rows(pg) == want
+        with Session(pg) as s:
+            first = s.get(_Owner, want[0][0])
+            assert first is not None and first.name == "o0"
+            new = _Owner(name="new")
+            s.add(new)
+            s.flush()
+            s.add(
+                _Item(
+                    owner=new,
+                    kind=_Kind.large,
+                    price=Decimal("9.99"),
+                    weight=1.5,
+                    meta={},
+                    day=datetime.date(2025, 1, 1),
+                    at=datetime.time(1, 2),
+                    span=datetime.timedelta(seconds=5),
+                    big=1,
+                )
+            )
+            s.commit()
+            assert [i.id for i in new.items] == [31]  # the identity goes on after the last
+        with pg.connect() as conn:
+            took = conn.exec_driver_sql("SELECT took FROM django_took ORDER BY id").scalars()
+            assert list(took) == [
+                datetime.timedelta(days=1, microseconds=1),
+                datetime.timedelta(microseconds=-5),
+                None,
+            ]
+            types = dict(
+                conn.exec_driver_sql(
+                    "SELECT table_name || '.' || column_name, data_type"
+                    " FROM information_schema.columns WHERE table_schema = 'public'"
+                ).all()
+            )
+    finally:
+        pg.dispose()
+    assert types["owner.id"] == types["item.owner_id"] == "uuid"
+    assert types["item.span"] == types["django_took.took"] == "interval"
+
+
+def test_sql_postgresql_refuses_stops_before_the_copy(tmp_path, migrated_target):
+    """lower() of a uuid column translates, but PostgreSQL has no lower(uuid): the
+    plan's keys, views and triggers are rehearsed on the empty staging tables first,
+    so the migration stops before copying a row and names the object and the way
+    out. With the policy that keeps the column text, the same source migrates."""
+    u = "0123456789abcdef0123456789abcdef"
+    db = _source(
+        tmp_path,
+        "CREATE TABLE acct (id CHAR(32) PRIMARY KEY, name TEXT);"
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, acct CHAR(32) REFERENCES acct (id));"
+        "CREATE VIEW short_ids AS SELECT lower(id) AS lid, name FROM acct;"
+        f"INSERT INTO acct VALUES ('{u}', 'a');"
+        f"INSERT INTO big (acct) SELECT '{u}' FROM (SELECT 1 UNION SELECT 2);",
+    )
+    before = fingerprint(migrated_target)
+    with pytest.raises(MigrationError, match="view 'short_ids' would fail in PostgreSQL") as info:
+        run(db, migrated_target)
+    assert "lower(uuid)" in str(info.value) and "policy 'text'" in str(info.value)
+    assert fingerprint(migrated_target) == before
+    report = run(db, migrated_target, policies={"acct.id": "text"})
+    assert report.passed
+    assert "big.acct:uuid-text" in {f.key for f in report.findings}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 
@@ -690,3 +691,98 @@ def test_group_concat_over_an_ordered_subquery_keeps_its_order(sql, ordered):
     """Only where every ORDER BY term is a column the subquery hands on, and it is the
     only FROM item, does string_agg() get that order."""
     assert ("ORDER BY" in translate(tokenize(sql), lambda n: n).split("FROM")[0]) == ordered
+
+
+def _uuid_table(
+    name: str, *cols: tuple[str, str, int], fks: tuple[SourceFK, ...] = ()
+) -> SourceTable:
+    body = ", ".join(f"{c} {d}" for c, d, _pk in cols)
+    return SourceTable(
+        name=name,
+        sql=f"CREATE TABLE {name} ({body})",
+        columns=tuple(
+            SourceColumn(name=c, declared=d, notnull=False, default=None, pk=pk)
+            for c, d, pk in cols
+        ),
+        fks=fks,
+    )
+
+
+def _ref(parent: str, column: str, to: str | None = None) -> SourceFK:
+    return SourceFK(
+        id=0,
+        ref_table=parent,
+        from_cols=(column,),
+        to_cols=(to,),
+        on_update="NO ACTION",
+        on_delete="NO ACTION",
+    )
+
+
+def test_a_foreign_key_gives_both_ends_one_type_uuid_or_text():
+    """owner.id and item.owner_id hold UUID hex: both uuid. tag.id holds something
+    else, so tag_link.tag_id stays text, and so does link.parent (CHAR(32) UUIDs,
+    tied to tag_link.tag_id through another key): a key between uuid and text could
+    not be created. A policy keeps a column text the same way."""
+    hexes = ColumnStats(text=2, all_uuid_hex=True)
+    schema = SourceSchema(
+        tables=(
+            _uuid_table("owner", ("id", "CHAR(32)", 1)),
+            _uuid_table(
+                "item",
+                ("id", "INTEGER", 1),
+                ("owner_id", "CHAR(32)", 0),
+                fks=(_ref("owner", "owner_id", None),),  # implicit: the parent's primary key
+            ),
+            _uuid_table("tag", ("id", "CHAR(32)", 1)),
+            _uuid_table("tag_link", ("tag_id", "CHAR(32)", 1), fks=(_ref("tag", "tag_id", "id"),)),
+            _uuid_table(
+                "link", ("parent", "CHAR(32)", 0), fks=(_ref("tag_link", "parent", "tag_id"),)
+            ),
+        )
+    )
+    stats = {
+        ("owner", "id"): hexes,
+        ("item", "owner_id"): hexes,
+        ("tag", "id"): ColumnStats(text=2),  # upper-case hex, say
+        ("tag_link", "tag_id"): hexes,
+        ("link", "parent"): hexes,
+    }
+    plan = build_plan(schema, stats)
+    types = {(t.name, c.name): c.pg_type for t in plan.tables for c in t.columns}
+    assert types[("owner", "id")] == types[("item", "owner_id")] == "uuid"
+    assert types[("tag", "id")] == types[("tag_link", "tag_id")] == "text"
+    assert types[("link", "parent")] == "text"
+    tied = {f.key: f.message for f in plan.findings if f.code == "uuid-text"}
+    assert set(tied) == {"tag_link.tag_id:uuid-text", "link.parent:uuid-text"}
+    assert "tag.id" in tied["link.parent:uuid-text"]
+    assert not plan.blocking
+    by_policy = build_plan(schema, stats, options=MigrationOptions(policies={"owner.id": "text"}))
+    types = {(t.name, c.name): c.pg_type for t in by_policy.tables for c in t.columns}
+    assert types[("item", "owner_id")] == "text"
+
+
+def test_uuid_and_interval_columns_copy_and_compare_exactly():
+    """uuid reads SQLite's 32 hex digits as they are and renders them back without
+    dashes (so a table of them is still digested from its COPY text); an interval
+    is copied and compared as whole microseconds, from integers or datetimes."""
+    table = _uuid_table(
+        "t", ("id", "INTEGER", 1), ("u", "CHAR(32)", 0), ("d", "bigint", 0), ("s", "DATETIME", 0)
+    )
+    stats = {
+        ("t", "u"): ColumnStats(text=1, all_uuid_hex=True),
+        ("t", "d"): ColumnStats(integer=1),
+        ("t", "s"): ColumnStats(text=1, all_iso_datetime=True),
+    }
+    plan = build_plan(
+        SourceSchema(tables=(table,)),
+        stats,
+        options=MigrationOptions(policies={"t.d": "interval", "t.s": "interval"}),
+    )
+    cols = {c.name: c for c in plan.tables[0].columns}
+    assert cols["u"].pg_copy == "coalesce(replace(\"u\"::text, '-', ''), '')"
+    assert cols["d"].pg_canon == '(extract(epoch FROM "d") * 1000000)::bigint::text'
+    assert "' microseconds'" in cols["s"].copy_arg
+    assert not stream_digested(plan.tables[0])  # the interval text is not PostgreSQL's
+    assert '"u" uuid' in create_table_sql(plan.tables[0], "s")
+    assert loose_value(UUID(int=255)) == "0" * 30 + "ff"

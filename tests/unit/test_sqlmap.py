@@ -160,3 +160,41 @@ def test_rails_text_booleans_join_the_integer_ones(stats, pg_type, code):
         assert any(f.severity == Severity.ERROR for f in mapped.findings)
     else:
         assert mapped.pg_type == pg_type
+
+
+@pytest.mark.parametrize(
+    ("declared", "stats", "policy", "pg_type"),
+    [
+        ("CHAR(32)", ColumnStats(text=3, all_uuid_hex=True), None, "uuid"),  # SQLAlchemy
+        ("char(32)", ColumnStats(text=1, null=2, all_uuid_hex=True), None, "uuid"),  # Django
+        ("CHAR(32)", ColumnStats(null=2), None, "uuid"),  # empty: as the ORM declares it
+        ("CHAR(32)", ColumnStats(text=3, all_uuid_hex=True), "text", "text"),
+        ("CHAR(32)", ColumnStats(text=3), None, "text"),  # upper case, dashes, shorter …
+        ("CHAR(32)", ColumnStats(text=3, integer=1), None, "text"),  # mixed: an error
+        ("VARCHAR(32)", ColumnStats(text=3, all_uuid_hex=True), None, "text"),  # a CharField
+        ("CHAR(36)", ColumnStats(text=3, all_uuid_hex=True), None, "text"),
+    ],
+)
+def test_orm_uuid_columns_become_uuid(declared, stats, policy, pg_type):
+    mapped = map_column("t", "c", declared, stats, policy)
+    assert mapped.pg_type == pg_type
+    if pg_type == "uuid":
+        assert [(f.code, f.severity) for f in mapped.findings] == [("uuid", Severity.WARNING)]
+        assert map_column("t", "c", declared, stats, policy, uuid=False).pg_type == "text"
+
+
+@pytest.mark.parametrize(
+    ("declared", "stats", "pg_type", "severity"),
+    [
+        ("bigint", ColumnStats(integer=3, null=1), "interval", Severity.INFO),  # Django
+        ("DATETIME", ColumnStats(text=3, all_iso_datetime=True), "interval", Severity.INFO),
+        ("DATETIME", ColumnStats(null=3), "interval", Severity.INFO),
+        ("DATETIME", ColumnStats(text=3), "text", Severity.ERROR),  # not datetimes
+        ("bigint", ColumnStats(text=3, integer=1, all_iso_datetime=True), "text", Severity.ERROR),
+        ("REAL", ColumnStats(real=3), "text", Severity.ERROR),
+    ],
+)
+def test_the_interval_policy_reads_durations_or_refuses(declared, stats, pg_type, severity):
+    mapped = map_column("t", "c", declared, stats, "interval")
+    assert mapped.pg_type == pg_type
+    assert [(f.code, f.severity) for f in mapped.findings] == [("interval", severity)]
