@@ -253,10 +253,10 @@ _QUOTED = "coalesce('\"' || replace({c}::text, '\"', '\"\"') || '\"', '')"
 
 
 def _column_exprs(
-    c: str, pg_type: str, policy: str | None
+    c: str, pg_type: str, policy: str | None, since_epoch: bool = False
 ) -> tuple[str, str, str, str, str | None]:
     """(copy_expr, src_canon, canon_kind, pg_canon, pg_copy) for one column, `c` already
-    quoted. `pg_copy` renders the stored value in PostgreSQL exactly as `copy_expr`
+    quoted; `since_epoch`: an interval column holds datetimes since 1970-01-01. `pg_copy` renders the stored value in PostgreSQL exactly as `copy_expr`
     rendered the source value, where that rendering is one-to-one (NULL is the only
     empty field, text is always quoted); None where it is not (doubles, JSON,
     timestamps, policies)."""
@@ -289,15 +289,18 @@ def _column_exprs(
         return f"{value} || 'Z'", value, "timestamp", canon, None
     if pg_type == "time":  # HH:MM[:SS[.ffffff]] by the scan: nothing to quote
         return value, value, "time", "{c}::text", None
-    if pg_type == "interval":  # microseconds, from Django's integer or SQLAlchemy's datetime
-        us = (
-            f"CASE typeof({value}) WHEN 'integer' THEN {value}"
-            f" ELSE CAST(strftime('%s', {value}) AS INTEGER) * 1000000"
-            f" + CAST(substr(substr({value}, 21) || '000000', 1, 6) AS INTEGER) END"
-        )
-        text = f"CAST(({us}) AS TEXT)"
+    if pg_type == "interval" and not since_epoch:  # Django's integer microseconds
+        text = f"CAST({value} AS TEXT)"
         canon = "(extract(epoch FROM {c}) * 1000000)::bigint::text"
         return f"{text} || ' microseconds'", text, "plain", canon, None
+    if pg_type == "interval":  # SQLAlchemy's datetime since 1970-01-01, sent as microseconds
+        us = (
+            f"CAST(strftime('%s', {value}) AS INTEGER) * 1000000"
+            f" + CAST(substr(substr({value}, 21) || '000000', 1, 6) AS INTEGER)"
+        )
+        # compared as that datetime again: PostgreSQL adds the interval to the epoch
+        canon = "to_char(timestamp '1970-01-01' + {c}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        return f"CAST(({us}) AS TEXT) || ' microseconds'", value, "timestamp", canon, None
     if pg_type == "uuid":  # uuid reads the 32 hex digits as they are (the scan saw nothing else)
         hexed = "replace({c}::text, '-', '')"
         copy = f"coalesce({hexed}, '')" if plain else None
@@ -546,7 +549,9 @@ def build_plan(
                     c.name,
                 )
             q = quote_ident(c.name)
-            copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(q, pg_type, policy)
+            copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(
+                q, pg_type, policy, since_epoch=st.text > 0
+            )
             fast_text = c.notnull and pg_type == "text" and policy is None
             if "RANDOMBLOB" in (c.default or "").upper():
                 find(
