@@ -328,7 +328,7 @@ def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> 
 
 _VIRTUAL = "it uses virtual table {!r}, which is not migrated"
 _UTC = (
-    "it reads {}, which became timestamptz (datetimes_utc): date functions, literals and"
+    "it reads {}, which became timestamptz (datetimes_utc or policy 'utc'): date functions, literals and"
     " comparisons there would follow the session's time zone, so it is not translated"
 )
 

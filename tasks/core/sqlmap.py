@@ -175,6 +175,8 @@ POLICIES = {
     "double": "accept integers stored as REAL (too big for 64 bits) as double precision",
     "null": "store refused values (NUL in text) as NULL; the report counts them",
     "bytea": "store text with NUL bytes as bytea, byte for byte",
+    "utc": "naive datetimes are UTC instants: timestamptz (SQLAlchemy's"
+    " DateTime(timezone=True); the block's datetimes_utc does it for every column)",
     "interval": "durations as interval: integer microseconds (Django's DurationField)"
     " or datetimes since 1970-01-01 (SQLAlchemy's Interval)",
 }
@@ -204,6 +206,21 @@ def map_column(
         raise ValueError(
             f"policy for {table}.{column}: unknown {policy!r}; use one of {sorted(POLICIES)}"
         )
+    if policy == "utc":  # a declaration never says which datetimes are instants
+        m = map_column(table, column, declared, stats, None, json, uuid)
+        if m.pg_type == "timestamp":
+            find(
+                Severity.INFO,
+                "utc-datetime",
+                "datetimes without zone are read as UTC: timestamptz (policy)",
+            )
+            return Mapped(pg_type="timestamptz", findings=tuple(f))
+        find(
+            Severity.ERROR,
+            "utc",
+            f"policy 'utc' takes naive ISO datetimes; this column maps to {m.pg_type}",
+        )
+        return Mapped(pg_type=m.pg_type, findings=(*m.findings, *f))
     classes = {k for k in ("integer", "real", "text", "blob") if getattr(stats, k)}
     aff = affinity(declared)
     if policy == "text":

@@ -1595,6 +1595,7 @@ class _Owner(_Base):
     name: Mapped[str] = mapped_column(sa.String(80), unique=True)
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created: Mapped[datetime.datetime] = mapped_column(sa.DateTime, server_default=sa.func.now())
+    seen: Mapped[datetime.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     items: Mapped[list[_Item]] = relationship(back_populates="owner", order_by="_Item.id")
 
 
@@ -1623,6 +1624,10 @@ def _orm_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
                 o.name,
                 o.active,
                 o.created,
+                # SQLite hands back the UTC wall clock it stored; PostgreSQL the instant
+                o.seen.astimezone(datetime.UTC).replace(tzinfo=None)
+                if o.seen is not None and o.seen.tzinfo is not None
+                else o.seen,
                 [
                     (i.id, i.kind, i.price, i.weight, i.meta, i.blob, i.day, i.at, i.span, i.big)
                     for i in o.items
@@ -1635,7 +1640,9 @@ def _orm_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
 def test_a_sqlalchemy_application_works_unchanged_on_the_migrated_database(tmp_path, target):
     """CHAR(32) UUIDs become uuid (a key and its referencing column together); the
     Interval column, a DATETIME since 1970-01-01 in SQLite, becomes interval by an
-    explicit policy, and so does a Django DurationField (bigint microseconds). The
+    explicit policy, and so does a Django DurationField (bigint microseconds); a
+    DateTime(timezone=True), naive UTC text in SQLite, becomes timestamptz by
+    policy 'utc' (the database's zone is Asia/Tokyo: the instants stay). The
     ORM then reads exactly what it read from SQLite, finds rows by UUID, and inserts
     with a new identity. Without the uuid type, every query by key fails with
     `operator does not exist: uuid = text`."""
@@ -1643,7 +1650,15 @@ def test_a_sqlalchemy_application_works_unchanged_on_the_migrated_database(tmp_p
     lite = sa.create_engine(f"sqlite:///{db}")
     _Base.metadata.create_all(lite)
     with Session(lite) as s:
-        owners = [_Owner(name=f"o{i}", active=i % 2 == 0) for i in range(4)]
+        noon = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
+        owners = [
+            _Owner(
+                name=f"o{i}",
+                active=i % 2 == 0,
+                seen=noon + datetime.timedelta(hours=i, microseconds=i) if i else None,
+            )
+            for i in range(4)
+        ]
         s.add_all(owners)
         for i in range(30):
             s.add(
@@ -1670,7 +1685,9 @@ def test_a_sqlalchemy_application_works_unchanged_on_the_migrated_database(tmp_p
     want = _orm_rows(lite)
     lite.dispose()
 
-    policies = {"item.span": "interval", "django_took.took": "interval"}
+    with psycopg.connect(target, autocommit=True) as conn:  # instants, whatever the zone
+        conn.execute(f"ALTER DATABASE {target.rsplit('/', 1)[1]} SET timezone = 'Asia/Tokyo'")
+    policies = {"item.span": "interval", "django_took.took": "interval", "owner.seen": "utc"}
     report = run(db, target, policies=policies)
     assert report.passed and not report.blocking, report
     keys = {f.key for f in report.findings}
@@ -1717,6 +1734,8 @@ def test_a_sqlalchemy_application_works_unchanged_on_the_migrated_database(tmp_p
         pg.dispose()
     assert types["owner.id"] == types["item.owner_id"] == "uuid"
     assert types["item.span"] == types["django_took.took"] == "interval"
+    assert types["owner.seen"] == "timestamp with time zone"
+    assert types["owner.created"] == "timestamp without time zone"
 
 
 def test_sql_postgresql_refuses_stops_before_the_copy(tmp_path, migrated_target):

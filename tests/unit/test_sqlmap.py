@@ -198,3 +198,25 @@ def test_the_interval_policy_reads_durations_or_refuses(declared, stats, pg_type
     mapped = map_column("t", "c", declared, stats, "interval")
     assert mapped.pg_type == pg_type
     assert [(f.code, f.severity) for f in mapped.findings] == [("interval", severity)]
+
+
+@pytest.mark.parametrize(
+    ("declared", "stats", "pg_type", "code", "severity"),
+    [
+        (
+            "DATETIME",
+            ColumnStats(text=2, all_iso_datetime=True),
+            "timestamptz",
+            "utc-datetime",
+            Severity.INFO,
+        ),
+        ("DATETIME", ColumnStats(null=2), "timestamptz", "utc-datetime", Severity.INFO),
+        ("TEXT", ColumnStats(text=2, all_iso_datetime=True), "text", "utc", Severity.ERROR),
+        ("DATETIME", ColumnStats(integer=2), "bigint", "utc", Severity.ERROR),
+    ],
+)
+def test_the_utc_policy_makes_one_column_instants(declared, stats, pg_type, code, severity):
+    mapped = map_column("t", "c", declared, stats, "utc")
+    assert mapped.pg_type == pg_type
+    assert (code, severity) in [(f.code, f.severity) for f in mapped.findings]
+    assert "naive-datetime" not in [f.code for f in mapped.findings]
