@@ -1064,6 +1064,7 @@ def rehearse(dsn: str, password: str, plan: Plan) -> None:
         what = f"a key or index of {t.name!r}"
         steps += [(what, sql, uuid_way) for _n, sql in indexes]
         steps += [(what, sql, uuid_way) for sql in constraint_sql(t, STAGE, indexes)]
+    for t in plan.tables:  # once every table has its keys: a parent may come later
         steps += [(f"a foreign key of {t.name!r}", sql, uuid_way) for sql in fk_sql(t, STAGE)]
     steps.append(("", f"SET LOCAL search_path = {STAGE}, public", ""))
     steps += [

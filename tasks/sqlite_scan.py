@@ -15,6 +15,7 @@ from tasks.core.sqlmap import (
     affinity,
     classes_from_extremes,
     decimal_spec,
+    ip_text,
     is_decimal,
     quote_ident,
     time_only,
@@ -39,7 +40,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 _CLASSES = ("integer", "real", "text", "blob")
 _BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
-_TESTS = 12  # value tests per column, after the storage-class facts
+_TESTS = 13  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -89,6 +90,12 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
         f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 32"
         f" AND NOT {c} GLOB '*[^0-9a-f]*'), 0)"
         if uuid_hex(declared)
+        else "0"
+    )
+    parts.append(  # Django's GenericIPAddressField: an IPv4 or IPv6 address (inet checks it)
+        f"coalesce(sum(typeof({c}) = 'text' AND (({c} GLOB '[0-9]*.[0-9]*.[0-9]*.[0-9]*'"
+        f" AND NOT {c} GLOB '*[^0-9.]*') OR ({c} GLOB '*:*:*' AND NOT {c} GLOB '*[^0-9a-f:.]*'))), 0)"
+        if ip_text(declared)
         else "0"
     )
     assert len(parts) == _TESTS
@@ -154,6 +161,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         bool_text,
         time_ok,
         uuid_ok,
+        ip_ok,
     ) = row
     return ColumnStats(
         integer=integer or 0,
@@ -173,6 +181,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         all_bool_text=bool(text) and bool_text == text,
         all_time_only=bool(text) and time_ok == text,
         all_uuid_hex=bool(text) and uuid_ok == text,
+        all_ip=bool(text) and ip_ok == text,
     )
 
 

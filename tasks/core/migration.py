@@ -301,6 +301,9 @@ def _column_exprs(
         # compared as that datetime again: PostgreSQL adds the interval to the epoch
         canon = "to_char(timestamp '1970-01-01' + {c}, 'YYYY-MM-DD HH24:MI:SS.US')"
         return f"CAST(({us}) AS TEXT) || ' microseconds'", value, "timestamp", canon, None
+    if pg_type == "inet":  # digits, dots, colons, hex: nothing to quote
+        copy = "coalesce(host({c}), '')" if plain else None
+        return value, value, "plain", "host({c})", copy
     if pg_type == "uuid":  # uuid reads the 32 hex digits as they are (the scan saw nothing else)
         hexed = "replace({c}::text, '-', '')"
         copy = f"coalesce({hexed}, '')" if plain else None
@@ -1040,6 +1043,7 @@ _FAST: dict[str, Callable[[Any], str]] = {
     "text": _plain,
     "citext": _plain,
     "uuid": _plain,
+    "inet": _plain,
 }
 
 

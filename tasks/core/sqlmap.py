@@ -66,6 +66,15 @@ def uuid_hex(declared: str) -> bool:
     return _UUID_HEX.fullmatch(declared) is not None
 
 
+_IP_TEXT = re.compile(r"\s*CHAR\s*\(\s*(?:39|15)\s*\)\s*", re.IGNORECASE)
+
+
+def ip_text(declared: str) -> bool:
+    """CHAR(39): Django's GenericIPAddressField in SQLite (CHAR(15): the old
+    IPAddressField). Its PostgreSQL backend declares `inet` and binds `'…'::inet`."""
+    return _IP_TEXT.fullmatch(declared) is not None
+
+
 def is_decimal(declared: str) -> bool:
     try:
         decimal_spec(declared)
@@ -123,6 +132,7 @@ class ColumnStats(BaseModel):
     text_with_nul: int = 0
     not_decimal: int = 0  # DECIMAL(p,s) columns: numbers that are no exact decimal fitting it
     all_uuid_hex: bool = False  # every text is 32 lower-case hex digits (CHAR(32) columns)
+    all_ip: bool = False  # every text looks like an IPv4/IPv6 address (CHAR(39) columns)
 
 
 def classes_from_extremes(
@@ -357,6 +367,15 @@ def map_column(
             " gets the dashed form; policy 'text' keeps the hex text",
         )
         return Mapped(pg_type="uuid", findings=tuple(f))
+    if classes <= {"text"} and ip_text(declared) and (stats.all_ip or not classes) and not f:
+        find(
+            Severity.WARNING,
+            "inet",
+            "CHAR(39) of IP addresses (Django's GenericIPAddressField) becomes inet, which"
+            " Django's PostgreSQL backend declares and binds; SQL that casts it to text gets"
+            " a /32 or /128 suffix (host() does not); policy 'text' keeps the text",
+        )
+        return Mapped(pg_type="inet", findings=tuple(f))
     if classes <= {"text"}:
         if not classes:
             pg = "jsonb" if json else _empty_column_type(declared, aff)

@@ -1760,3 +1760,132 @@ def test_sql_postgresql_refuses_stops_before_the_copy(tmp_path, migrated_target)
     report = run(db, migrated_target, policies={"acct.id": "text"})
     assert report.passed
     assert "big.acct:uuid-text" in {f.key for f in report.findings}
+
+
+def _django(db: Path, dsn: str) -> Any:
+    """Django configured once for this process: the SQLite file as `default`, the
+    migration's target as `pg`, USE_TZ as Django has it by default."""
+    import django
+    from django.conf import settings
+
+    pg = psycopg.conninfo.conninfo_to_dict(dsn)
+    settings.configure(
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db)},
+            "pg": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": pg["dbname"],
+                "USER": pg.get("user", ""),
+                "HOST": pg.get("host", ""),
+                "PORT": pg.get("port", ""),
+            },
+        },
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "tests.support.djangoapp",
+        ],
+        USE_TZ=True,
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+    )
+    django.setup()
+    return django
+
+
+def test_a_django_application_works_unchanged_on_the_migrated_database(tmp_path, target):
+    """Django's own schema (contenttypes, auth, an app's models) made by `migrate`
+    on SQLite and filled through the ORM; migrated with `datetimes_utc` (USE_TZ) and
+    the DurationField under policy 'interval'; then the same models on PostgreSQL
+    read the same objects, look up by UUID and JSON key, and insert with fresh
+    identities — UUIDField is uuid there, as Django's PostgreSQL backend binds it."""
+    db = tmp_path / "django.db"
+    _django(db, target)
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from tests.support.djangoapp.models import Maker, Product
+
+    call_command("migrate", database="default", run_syncdb=True, verbosity=0)
+    ann = User.objects.create_user("ann", password="pw")
+    bob = User.objects.create_user("bob", password="pw", is_staff=True)
+    acme = Maker.objects.create(name="acme")
+    for i in range(12):
+        Product.objects.create(
+            owner=ann if i % 2 else bob,
+            maker=acme if i % 3 else None,
+            data={"color": "red" if i % 4 == 0 else "blue", "n": i},
+            price=Decimal(f"{i * 13}.{i:02d}"),
+            took=datetime.timedelta(days=i - 2, seconds=i, microseconds=i) if i % 5 else None,
+            opens=datetime.time(8, i, 30, 250000) if i % 2 else None,
+            day=datetime.date(2024, 2, 1 + i),
+            active=i % 3 != 0,
+            ip=f"10.0.0.{i}" if i % 2 else (f"2001:db8::{i:x}", "::ffff:10.9.8.7", None)[i % 3],
+            blob=bytes([i, 255]) if i % 3 == 1 else None,
+            stock=i * 7,
+        )
+
+    def objects(alias: str) -> list[tuple[Any, ...]]:
+        return [
+            (
+                p.id,
+                p.owner.username,
+                p.maker.name if p.maker else None,
+                p.data,
+                p.price,
+                p.took,
+                p.added,
+                p.opens,
+                p.day,
+                p.active,
+                p.ip,
+                None if p.blob is None else bytes(p.blob),
+                p.stock,
+            )
+            for p in Product.objects.using(alias).select_related("owner", "maker").order_by("id")
+        ]
+
+    want = objects("default")
+    red = Product.objects.filter(data__color="red").count()
+    from django.db import connections
+
+    connections.close_all()  # Django keeps SQLite open; the migration reads a snapshot anyway
+
+    with psycopg.connect(target, autocommit=True) as conn:  # instants, whatever the zone
+        conn.execute(f"ALTER DATABASE {target.rsplit('/', 1)[1]} SET timezone = 'Asia/Tokyo'")
+    before = sha(db)
+    report = migrate(
+        str(db),
+        PostgresDatabase(dsn=SecretStr(target), datetimes_utc=True),
+        policies={"shop_product.took": "interval"},
+    )
+    assert sha(db) == before
+    assert report.passed and not report.blocking, report
+    found = {f.key for f in report.findings}
+    assert {"shop_product.id:uuid", "shop_product.took:interval", "shop_product.ip:inet"} <= found
+
+    assert objects("pg") == want
+    first = Product.objects.using("pg").get(pk=want[0][0])
+    assert first.owner.username == want[0][1]
+    assert Product.objects.using("pg").filter(data__color="red").count() == red > 0
+    assert Product.objects.using("pg").filter(owner__is_staff=True).count() == 6
+    assert Product.objects.using("pg").filter(ip="10.0.0.3").count() == 1
+    assert Product.objects.using("pg").filter(ip="::ffff:10.9.8.7").count() == 2
+    assert Product.objects.using("pg").filter(ip__startswith="10.0.0.1").count() == 2
+    cy = User.objects.db_manager("pg").create_user("cy", password="pw")
+    assert cy.pk == 3  # the identity goes on after SQLite's last id
+    made = Product.objects.using("pg").create(
+        owner=cy, price=Decimal("1.50"), took=datetime.timedelta(minutes=3)
+    )
+    made.refresh_from_db(using="pg")
+    with psycopg.connect(target) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'shop_product'"
+            ).fetchall()
+        )
+    assert (types["id"], types["ip"], types["took"]) == ("uuid", "inet", "interval")
+    assert types["added"] == "timestamp with time zone" and types["data"] == "jsonb"
+    assert made.took == datetime.timedelta(minutes=3) and made.added.tzinfo is not None
+    assert User.objects.using("pg").get(username="ann").check_password("pw")
+    connections.close_all()

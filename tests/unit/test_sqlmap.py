@@ -220,3 +220,21 @@ def test_the_utc_policy_makes_one_column_instants(declared, stats, pg_type, code
     assert mapped.pg_type == pg_type
     assert (code, severity) in [(f.code, f.severity) for f in mapped.findings]
     assert "naive-datetime" not in [f.code for f in mapped.findings]
+
+
+@pytest.mark.parametrize(
+    ("declared", "stats", "pg_type"),
+    [
+        ("char(39)", ColumnStats(text=3, null=1, all_ip=True), "inet"),  # GenericIPAddressField
+        ("char(15)", ColumnStats(text=3, all_ip=True), "inet"),  # the old IPAddressField
+        ("char(39)", ColumnStats(null=3), "inet"),
+        ("char(39)", ColumnStats(text=3), "text"),  # something else in it
+        ("varchar(39)", ColumnStats(text=3, all_ip=True), "text"),
+    ],
+)
+def test_django_ip_address_columns_become_inet(declared, stats, pg_type):
+    mapped = map_column("t", "c", declared, stats)
+    assert mapped.pg_type == pg_type
+    assert map_column("t", "c", declared, stats, "text").pg_type == "text"
+    if pg_type == "inet":
+        assert [(f.code, f.severity) for f in mapped.findings] == [("inet", Severity.WARNING)]
