@@ -72,3 +72,28 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         open_readonly(bogus)
     with pytest.raises(MigrationError, match="does not exist"):
         open_readonly(tmp_path / "missing.db")
+
+
+@pytest.mark.parametrize(
+    ("declared", "values", "pg_type"),
+    [
+        ("CHAR(32)", ["0123456789abcdef0123456789abcdef", None], "uuid"),
+        ("CHAR(32)", ["0123456789ABCDEF0123456789ABCDEF"], "text"),  # upper case: not uuid.hex
+        ("CHAR(32)", ["01234567-89ab-cdef-0123-456789ab"], "text"),
+        ("CHAR(32)", ["0123456789abcdef0123456789abcde"], "text"),  # 31 digits
+        ("char(39)", ["10.0.0.1", "2001:db8::1", "::ffff:10.9.8.7", None], "inet"),
+        ("char(39)", ["10.0.0.1", "localhost"], "text"),
+        ("char(39)", ["10.0.0.1", "fe80::1%eth0"], "text"),  # a zone: inet refuses it
+    ],
+)
+def test_orm_uuid_and_ip_columns_are_recognised_by_their_values(
+    tmp_path, declared, values, pg_type
+):
+    path = tmp_path / "orm.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE t (c {declared})")
+    conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
+    conn.commit()
+    conn.close()
+    stats = scan_column(open_readonly(path), "t", "c", declared)
+    assert map_column("t", "c", declared, stats).pg_type == pg_type
