@@ -68,10 +68,12 @@ from tasks.core.migration import (
     create_table_sql,
     fk_sql,
     index_sql,
+    key_walk,
     loose_value,
     ordered,
     pg_checksum_sql,
     pg_digest_sql,
+    pg_row_hashes_sql,
     restart_sql,
     source_digest_sql,
     source_row_hasher,
@@ -100,7 +102,7 @@ class TableReport(BaseModel):
     checksum_source: str  # md5 of the ordered chunk digests, or the per-row hash sum
     checksum_target: str
     ok: bool
-    differing_keys: tuple[int, ...] = ()
+    differing_keys: tuple[int | str, ...] = ()
     differing_ranges: tuple[tuple[int, int], ...] = ()  # rowid ranges whose digests differ
 
 
@@ -1236,12 +1238,13 @@ def _differing_keys(
     schema: str,
     limit: int | None = 10,
     ranges: Sequence[tuple[int, int]] = (),
-) -> tuple[int, ...]:
-    """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes,
-    within the rowid `ranges` whose digests differed (all rows if none are given)."""
+) -> tuple[int | str, ...]:
+    """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes.
+    An identity key is compared within the rowid `ranges` whose digests differed (all
+    rows if none are given); any other primary key by walking both sides in key order."""
     ident = next((c for c in t.columns if c.identity), None)
     if ident is None:
-        return ()
+        return _differing_by_key(path, dsn, password, t, schema, limit)
     src_where = pg_where = ""
     if ranges:
         src_where = " WHERE " + " OR ".join(
@@ -1259,15 +1262,61 @@ def _differing_keys(
         }
     finally:
         conn.close()
-    one = (
-        pg_checksum_sql(t, schema, pg_where)
-        .replace("SELECT count(*), coalesce(sum(", "SELECT " + quote_ident(ident.name) + ", (")
-        .replace("::bigint), 0)", "::bigint)")
-    )
+    one = pg_row_hashes_sql(t, schema, [quote_ident(ident.name)], pg_where)
     with pg_connect(dsn, password) as pg:
         dst = {int(r[0]): int(r[1]) for r in pg.execute(one)}
     keys = sorted(k for k in src.keys() | dst.keys() if src.get(k) != dst.get(k))
     return tuple(keys if limit is None else keys[:limit])
+
+
+def _differing_by_key(
+    path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None
+) -> tuple[str, ...]:
+    """Both sides stream their rows in primary-key order (uuid, text, composite keys …)
+    and are walked side by side like a merge join: memory holds the differing keys,
+    never a table. A key only one side has differs too."""
+    walk = key_walk(t)
+    if walk is None:
+        return ()
+    n = len(t.primary_key)
+    select, row_hash = source_row_hasher(t)
+    found: list[str] = []
+
+    def shown(key: Sequence[Any]) -> str:
+        return str(key[0]) if n == 1 else "(" + ", ".join(map(str, key)) + ")"
+
+    conn = open_readonly(path)
+    try:
+        with pg_connect(dsn, password) as pg, pg.cursor(name="shipyard_keys") as cur:
+            cur.execute(pg_row_hashes_sql(t, schema, walk.pg_keys, f" ORDER BY {walk.pg_order}"))
+            src = (
+                (tuple(r[:n]), row_hash(*r[n:]))
+                for r in conn.execute(
+                    f"SELECT {walk.sqlite_keys}, {select} FROM {quote_ident(t.name)}"
+                    f" ORDER BY {walk.sqlite_order}"
+                )
+            )
+            dst = ((tuple(r[:n]), int(r[n])) for r in cur)
+            a, b = next(src, None), next(dst, None)
+            while (a is not None or b is not None) and (limit is None or len(found) < limit):
+                if a is None or b is None:
+                    side = 1 if a is None else -1
+                else:
+                    ka, kb = walk.sort_key(a[0]), walk.sort_key(b[0])
+                    side = -1 if ka < kb else 1 if kb < ka else 0
+                if side < 0 and a is not None:  # only the source has it
+                    found.append(shown(a[0]))
+                    a = next(src, None)
+                elif side > 0 and b is not None:  # only PostgreSQL has it
+                    found.append(shown(b[0]))
+                    b = next(dst, None)
+                elif a is not None and b is not None:
+                    if a[1] != b[1]:
+                        found.append(shown(a[0]))
+                    a, b = next(src, None), next(dst, None)
+    finally:
+        conn.close()
+    return tuple(found)
 
 
 def _view_digest(rows: Iterable[Sequence[Any]], separators: Sequence[str] = ()) -> tuple[int, int]:
@@ -1339,7 +1388,7 @@ def validate(
         ranges = tuple(
             r for _n, r in keys if r is not None and src[(t.name, r)] != dst[(t.name, r)]
         )
-        differing: tuple[int, ...] = ()
+        differing: tuple[int | str, ...] = ()
         if not ok and diagnose:
             if ordered(t):  # the authority: per-row hashes, in no particular order
                 ok = source_checksum(path, t) == pg_checksum(dsn, password, t)

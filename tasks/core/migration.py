@@ -21,6 +21,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -1103,16 +1104,80 @@ def _compile_row_hash(convert: list[Callable[[Any], str]]) -> Callable[..., int]
     return fn
 
 
-def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
-    """count(*) and the sum of the rows' 64-bit hashes, over PostgreSQL's stored values."""
+def _row_hash_sql(t: PlanTable) -> str:
+    """PostgreSQL: a row's signed 64-bit hash of its canonical text (`row_hash`'s twin)."""
     pieces = ", ".join(
         f"CASE WHEN {quote_ident(c.name)} IS NULL THEN '\\N'"
         f" ELSE length({c.pg_canon}) || ':' || {c.pg_canon} END"
         for c in t.columns
     )
+    return f"('x' || substr(md5(concat_ws(',', {pieces})), 1, 16))::bit(64)::bigint"
+
+
+def pg_checksum_sql(t: PlanTable, schema: str, where: str = "") -> str:
+    """count(*) and the sum of the rows' 64-bit hashes, over PostgreSQL's stored values."""
     return (
-        f"SELECT count(*), coalesce(sum(('x' || substr(md5(concat_ws(',', {pieces})), 1, 16))::bit(64)::bigint), 0)"
+        f"SELECT count(*), coalesce(sum({_row_hash_sql(t)}), 0)"
         f" FROM {quote_ident(schema)}.{quote_ident(t.name)} {where}"
+    )
+
+
+def pg_row_hashes_sql(t: PlanTable, schema: str, keys: Sequence[str], tail: str = "") -> str:
+    """Each row's `keys` (SQL expressions) and hash; `tail` is a WHERE or ORDER BY. The
+    keys are renamed: an ORDER BY "n" would otherwise sort by the output `"n"::text`."""
+    named = ", ".join(f"{k} AS shipyard_key{i}" for i, k in enumerate(keys))
+    return (
+        f"SELECT {named}, {_row_hash_sql(t)}"
+        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{tail}"
+    )
+
+
+_KEY_TYPES = ("bigint", "text", "citext", "uuid", "boolean", "bytea")
+
+
+@dataclass(frozen=True)
+class KeyWalk:
+    """How to read both sides' rows in primary-key order and walk them side by side:
+    the key's canonical text on each side, each side's ORDER BY, and a Python sort
+    key over those texts that orders them as both engines order the keys."""
+
+    sqlite_keys: str
+    pg_keys: tuple[str, ...]
+    sqlite_order: str
+    pg_order: str
+    numeric: tuple[bool, ...]
+
+    def sort_key(self, key: Sequence[Any]) -> tuple[Any, ...]:
+        """Numbers as numbers, the rest as bytes: uuid orders as its hex digits,
+        boolean as 'f' < 't', text as SQLite's BINARY and PostgreSQL's "C"."""
+        return tuple(
+            int(v) if n else str(v).encode() for v, n in zip(key, self.numeric, strict=True)
+        )
+
+
+def key_walk(t: PlanTable) -> KeyWalk | None:
+    """None without a primary key, or where a key column's canonical text would not
+    order as the engines order it (doubles, timestamps, text under a policy …)."""
+    if not t.primary_key:
+        return None
+    cols = {c.name: c for c in t.columns}
+    for k in t.primary_key:
+        c = cols[k]
+        q = quote_ident(c.name)
+        text_like = c.pg_type in ("text", "citext", "uuid")
+        if (
+            c.pg_type not in _KEY_TYPES
+            or c.canon_kind != "plain"
+            or c.src_value != q
+            or (text_like and c.src_canon != q)
+        ):
+            return None
+    return KeyWalk(
+        sqlite_keys=", ".join(cols[k].src_canon for k in t.primary_key),
+        pg_keys=tuple(cols[k].pg_canon for k in t.primary_key),
+        sqlite_order=_order_by(t, "sqlite"),
+        pg_order=_order_by(t, "pg"),
+        numeric=tuple(cols[k].pg_type == "bigint" for k in t.primary_key),
     )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import sqlite3
 import struct
 import uuid
@@ -448,20 +449,44 @@ def test_locked_source_is_a_clear_error(tmp_path, migrated_target):
         holder.close()
 
 
-def test_validation_failure_names_keys_and_leaves_the_target(tmp_path, migrated_target):
-    """A checksum mismatch stops the swap, and the differing primary keys are listed.
+_U = {s: s * 32 for s in "abc"}  # UUID hex, as SQLAlchemy and Django store it
 
-    The mismatch is real: an event trigger (as a DBA might have installed)
-    rewrites one value of every table created in the staging schema.
+
+@pytest.mark.parametrize(
+    ("ddl", "rows", "keys"),
+    [
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)", [(1, "a"), (2, "b"), (3, "c")], "2, 3"),
+        (  # a uuid key: no rowid to compare by, so both sides are walked in key order
+            "CREATE TABLE t (id CHAR(32) PRIMARY KEY, s TEXT)",
+            [(_U[x], x) for x in "abc"],
+            f"{_U['b']}, {_U['c']}",
+        ),
+        (
+            "CREATE TABLE t (k TEXT, n INTEGER, s TEXT, PRIMARY KEY (k, n)) WITHOUT ROWID",
+            [("x", 10, "a"), ("x", 9, "b"), ("y", 1, "c")],
+            "(x, 9), (y, 1)",
+        ),
+    ],
+)
+def test_validation_failure_names_keys_and_leaves_the_target(
+    tmp_path, migrated_target, ddl, rows, keys
+):
+    """A checksum mismatch stops the swap, and the differing primary keys are listed,
+    whatever the key: a row that differs, and a row only one side has.
+
+    The mismatch is real: an event trigger (as a DBA might have installed) on every
+    table created in the staging schema upper-cases 'b' and drops the row of 'c'.
     """
-    db = _source(
-        tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)", [(1, "a"), (2, "b"), (3, "c")]
-    )
+    db = _source(tmp_path, ddl, rows)
     with psycopg.connect(migrated_target, autocommit=True) as pg:
         pg.execute(
             """
             CREATE FUNCTION meddle() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF NEW.id = 2 THEN NEW.s := upper(NEW.s); END IF; RETURN NEW; END $$;
+            BEGIN
+              IF NEW.s = 'c' THEN RETURN NULL; END IF;
+              IF NEW.s = 'b' THEN NEW.s := upper(NEW.s); END IF;
+              RETURN NEW;
+            END $$;
             CREATE FUNCTION add_meddler() RETURNS event_trigger LANGUAGE plpgsql AS $$
             DECLARE r record;
             BEGIN
@@ -476,7 +501,8 @@ def test_validation_failure_names_keys_and_leaves_the_target(tmp_path, migrated_
     before = fingerprint(migrated_target)
     try:
         with pytest.raises(
-            ValidationFailed, match=r"validation failed for t \(differing keys: 2\)"
+            ValidationFailed,
+            match=rf"validation failed for t \(differing keys: {re.escape(keys)}\)",
         ):
             run(db, migrated_target)
         assert fingerprint(migrated_target) == before

@@ -23,8 +23,10 @@ from tasks.core.migration import (
     create_table_sql,
     index_sql,
     jsonb_text,
+    key_walk,
     loose_value,
     pg_digest_sql,
+    pg_row_hashes_sql,
     plan_markdown,
     post_load_sql,
     source_line_sql,
@@ -786,3 +788,27 @@ def test_uuid_and_interval_columns_copy_and_compare_exactly():
     assert not stream_digested(plan.tables[0])  # the interval text is not PostgreSQL's
     assert '"u" uuid' in create_table_sql(plan.tables[0], "s")
     assert loose_value(UUID(int=255)) == "0" * 30 + "ff"
+
+
+def test_key_walks_order_keys_as_both_engines_do():
+    """A primary key's canonical text sorts as the engines sort the key: numbers as
+    numbers ('9' before '10'), the rest byte by byte; keys whose text would not
+    (doubles, text under a policy) are not walked."""
+    table = _uuid_table("t", ("k", "TEXT", 1), ("n", "INTEGER", 2), ("s", "TEXT", 0))
+    plan = build_plan(SourceSchema(tables=(table,)), {("t", "k"): ColumnStats(text=1)})
+    walk = key_walk(plan.tables[0])
+    assert walk is not None
+    assert walk.sqlite_keys == '"k", CAST("n" AS TEXT)'
+    keys = [("x", "10"), ("y", "1"), ("x", "9"), ("X", "2")]
+    assert sorted(keys, key=walk.sort_key) == [("X", "2"), ("x", "9"), ("x", "10"), ("y", "1")]
+    assert "shipyard_key1" in pg_row_hashes_sql(plan.tables[0], "s", walk.pg_keys)
+    doubles = _uuid_table("d", ("x", "REAL", 1))
+    plan = build_plan(SourceSchema(tables=(doubles,)), {("d", "x"): ColumnStats(real=1)})
+    assert key_walk(plan.tables[0]) is None
+    mixed = _uuid_table("m", ("x", "TEXT", 1))
+    plan = build_plan(
+        SourceSchema(tables=(mixed,)),
+        {("m", "x"): ColumnStats(text=1, integer=1)},
+        options=MigrationOptions(policies={"m.x": "text"}),
+    )
+    assert key_walk(plan.tables[0]) is None  # 10 sorts before 'a' in SQLite, after as text
