@@ -60,6 +60,8 @@ from tasks.core.migration import (
     SourceView,
     SourceVirtual,
     build_plan,
+    catch_up_delete_sql,
+    catch_up_where_sql,
     chunked,
     constraint_sql,
     copy_block_select,
@@ -1272,18 +1274,29 @@ def _differing_keys(
 def _differing_by_key(
     path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None
 ) -> tuple[str, ...]:
+    """The differing keys of `_walk_keys`, as a person reads them."""
+    return tuple(
+        k[0] if len(k) == 1 else "(" + ", ".join(k) + ")"
+        for k in _walk_keys(path, dsn, password, t, schema, limit)
+    )
+
+
+def _walk_keys(
+    path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None
+) -> list[tuple[str, ...]]:
     """Both sides stream their rows in primary-key order (uuid, text, composite keys …)
-    and are walked side by side like a merge join: memory holds the differing keys,
-    never a table. A key only one side has differs too."""
+    and are walked side by side like a merge join: memory holds the differing keys
+    (each as its columns' canonical text), never a table. A key only one side has
+    differs too."""
     walk = key_walk(t)
     if walk is None:
-        return ()
+        return []
     n = len(t.primary_key)
     select, row_hash = source_row_hasher(t)
-    found: list[str] = []
+    found: list[tuple[str, ...]] = []
 
-    def shown(key: Sequence[Any]) -> str:
-        return str(key[0]) if n == 1 else "(" + ", ".join(map(str, key)) + ")"
+    def shown(key: Sequence[Any]) -> tuple[str, ...]:
+        return tuple(map(str, key))
 
     conn = open_readonly(path)
     try:
@@ -1316,7 +1329,7 @@ def _differing_by_key(
                     a, b = next(src, None), next(dst, None)
     finally:
         conn.close()
-    return tuple(found)
+    return found
 
 
 def _view_digest(rows: Iterable[Sequence[Any]], separators: Sequence[str] = ()) -> tuple[int, int]:
@@ -1562,8 +1575,9 @@ def catch_up(
     """Bring the staging copy to the source's final state (taken while writes are frozen).
 
     Tables whose checksums already agree are skipped. Otherwise rows are
-    replaced by primary key where the table has a rowid key (inserts, updates
-    and deletes alike), or the table is reloaded; one transaction with foreign
+    replaced by primary key (inserts, updates and deletes alike): by rowid ranges
+    for an integer key, by walking both sides in key order for a uuid, text or
+    composite key; a table without a usable key is reloaded; one transaction with foreign
     keys deferred, so staging is never half caught up. Returns rows replaced, and
     the digests taken first (the reports of tables that needed nothing stay true).
     """
@@ -1580,6 +1594,8 @@ def catch_up(
                         continue
                     qt = f"{STAGE}.{quote_ident(t.name)}"
                     ident = next((c for c in t.columns if c.identity), None)
+                    walk = key_walk(t)
+                    batches: list[tuple[str, Sequence[Any]]] = [("", ())]
                     if ident is not None:
                         keys = (
                             list(  # only the ranges whose digests differ: new rows are in the last
@@ -1592,20 +1608,29 @@ def catch_up(
                             f"DELETE FROM {qt} WHERE {quote_ident(ident.name)} = ANY(%s)",
                             (keys,),
                         )
-                        wheres = [
-                            " WHERE rowid IN (" + ",".join(map(str, keys[i : i + 5000])) + ")"
+                        batches = [
+                            (" WHERE rowid IN (" + ",".join(map(str, keys[i : i + 5000])) + ")", ())
                             for i in range(0, len(keys), 5000)
+                        ]
+                    elif walk is not None and walk.by_value:
+                        # uuid, text or composite keys: both sides walked in key order,
+                        # and only the rows that differ are replaced
+                        walked = _walk_keys(path, dsn, password, t, STAGE, None)
+                        pg.execute(catch_up_delete_sql(t, STAGE, walk), walk.pg_params(walked))
+                        keyed, per = catch_up_where_sql(walk)
+                        batches = [
+                            (keyed(len(part)), walk.sqlite_params(part))
+                            for part in (walked[i : i + per] for i in range(0, len(walked), per))
                         ]
                     else:
                         pg.execute(f"DELETE FROM {qt}")
-                        wheres = [""]
                     rows = 0
                     src = open_readonly(path)
                     src.text_factory = bytes
                     try:
                         with pg.cursor().copy(copy_into(t, STAGE)) as cp:
-                            for where in wheres:
-                                cur = src.execute(copy_select(t) + where)
+                            for cond, params in batches:
+                                cur = src.execute(copy_select(t) + cond, params)
                                 while batch := cur.fetchmany(5000):
                                     cp.write(b"\n".join([r[0] for r in batch]) + b"\n")
                                     rows += len(batch)

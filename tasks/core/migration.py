@@ -1127,8 +1127,7 @@ def pg_row_hashes_sql(t: PlanTable, schema: str, keys: Sequence[str], tail: str 
     keys are renamed: an ORDER BY "n" would otherwise sort by the output `"n"::text`."""
     named = ", ".join(f"{k} AS shipyard_key{i}" for i, k in enumerate(keys))
     return (
-        f"SELECT {named}, {_row_hash_sql(t)}"
-        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{tail}"
+        f"SELECT {named}, {_row_hash_sql(t)} FROM {quote_ident(schema)}.{quote_ident(t.name)}{tail}"
     )
 
 
@@ -1146,6 +1145,16 @@ class KeyWalk:
     sqlite_order: str
     pg_order: str
     numeric: tuple[bool, ...]
+    columns: tuple[str, ...] = ()
+    by_value: bool = False  # SQLite's stored keys equal their canonical text (or its number)
+
+    def pg_params(self, keys: Sequence[Sequence[str]]) -> tuple[list[str], ...]:
+        """One text array per key column, for unnest()."""
+        return tuple([k[i] for k in keys] for i in range(len(self.pg_keys)))
+
+    def sqlite_params(self, keys: Sequence[Sequence[str]]) -> list[Any]:
+        """The keys as SQLite stores them, flat, for `catch_up_where_sql`."""
+        return [int(v) if n else v for k in keys for v, n in zip(k, self.numeric, strict=True)]
 
     def sort_key(self, key: Sequence[Any]) -> tuple[Any, ...]:
         """Numbers as numbers, the rest as bytes: uuid orders as its hex digits,
@@ -1173,12 +1182,39 @@ def key_walk(t: PlanTable) -> KeyWalk | None:
         ):
             return None
     return KeyWalk(
+        columns=tuple(t.primary_key),
+        by_value=all(
+            cols[k].pg_type in ("bigint", "text", "citext", "uuid") for k in t.primary_key
+        ),
         sqlite_keys=", ".join(cols[k].src_canon for k in t.primary_key),
         pg_keys=tuple(cols[k].pg_canon for k in t.primary_key),
         sqlite_order=_order_by(t, "sqlite"),
         pg_order=_order_by(t, "pg"),
         numeric=tuple(cols[k].pg_type == "bigint" for k in t.primary_key),
     )
+
+
+def catch_up_delete_sql(t: PlanTable, schema: str, walk: KeyWalk) -> str:
+    """Delete the rows of the given keys (canonical text, one array per column)."""
+    arrays = ", ".join(["%s::text[]"] * len(walk.pg_keys))
+    return (
+        f"DELETE FROM {quote_ident(schema)}.{quote_ident(t.name)}"
+        f" WHERE ({', '.join(walk.pg_keys)}) IN (SELECT * FROM unnest({arrays}))"
+    )
+
+
+def catch_up_where_sql(walk: KeyWalk) -> tuple[Callable[[int], str], int]:
+    """(WHERE clause for n keys, keys per statement): the source rows of those keys,
+    compared as SQLite stores them, so its primary-key index finds them."""
+    cols = [quote_ident(c) for c in walk.columns]
+    row = "(" + ", ".join("?" * len(cols)) + ")"
+
+    def where(n: int) -> str:
+        if len(cols) == 1:
+            return f" WHERE {cols[0]} IN ({', '.join('?' * n)})"
+        return f" WHERE ({', '.join(cols)}) IN (VALUES {', '.join([row] * n)})"
+
+    return where, max(1, 5000 // len(cols))  # SQLite takes 32766 parameters per statement
 
 
 # ---------------------------------------------------------------- ordered chunk digests
