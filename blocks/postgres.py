@@ -8,6 +8,18 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from tasks.core.errors import ConfigError
+from tasks.core.sqlmap import POLICIES
+
+
+def check_policies(policies: dict[str, str], field: str = "policies") -> None:
+    """TABLE.COLUMN keys and known policy names, or a ConfigError naming the key."""
+    for key, value in policies.items():
+        if "." not in key:
+            raise ConfigError(f"{field}[{key!r}]", "keys are TABLE.COLUMN")
+        if value not in POLICIES:
+            raise ConfigError(
+                f"{field}[{key!r}]", f"unknown policy {value!r}; one of {sorted(POLICIES)}"
+            )
 
 
 class PostgresDatabase(Block):
@@ -34,6 +46,19 @@ class PostgresDatabase(Block):
         "such a column become findings to accept.",
     )
 
+    policies: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-column answers the migration applies, TABLE.COLUMN → policy: text, "
+        "double, null, bytea (refused data), interval (durations), utc (naive datetimes that are "
+        "instants). Held here so a release's cutover decides as the migrate flow does.",
+    )
+    accept: list[str] = Field(
+        default_factory=list,
+        description="Error findings accepted by key (table.column:code or table:code, as the "
+        "migration plan names them), e.g. 'notes_fts:virtual-table'; a release's cutover "
+        "accepts them too.",
+    )
+
     def validate_target(self) -> None:
         """Checked before any side effect, naming the field."""
         parsed = urlparse(self.dsn.get_secret_value())
@@ -41,6 +66,7 @@ class PostgresDatabase(Block):
             raise ConfigError("dsn", "must be postgresql://user:password@host:port/dbname")
         if not self.target_schema or "\x00" in self.target_schema:
             raise ConfigError("target_schema", "must be a schema name")
+        check_policies(self.policies)
 
     def secrets(self) -> list[str]:
         """Values to scrub from anything emitted: the DSN and its password."""

@@ -34,7 +34,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from blocks.postgres import PostgresDatabase
+from blocks.postgres import PostgresDatabase, check_policies
 from tasks import migrate as m
 from tasks.core.errors import ConfigError, MigrationError
 from tasks.core.migration import MigrationOptions, Plan, plan_markdown
@@ -81,16 +81,11 @@ class MigrationReport(BaseModel):
 
 
 def _options(accept: list[str], policies: dict[str, str], db: PostgresDatabase) -> MigrationOptions:
-    for key, value in policies.items():
-        if "." not in key:
-            raise ConfigError(f"policies[{key!r}]", "keys are TABLE.COLUMN")
-        if value not in POLICIES:
-            raise ConfigError(
-                f"policies[{key!r}]", f"unknown policy {value!r}; one of {sorted(POLICIES)}"
-            )
+    """The block's decisions, with the run's own added (a run's policy wins for its column)."""
+    check_policies(policies)
     return MigrationOptions(
-        accept=frozenset(accept),
-        policies=policies,
+        accept=frozenset([*db.accept, *accept]),
+        policies={**db.policies, **policies},
         target_schema=db.target_schema,
         datetimes_utc=db.datetimes_utc,
     )
@@ -443,13 +438,7 @@ def cutover_migration(
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         started = time.perf_counter()
         snap = m.snapshot(Path(sqlite_path), work)
-        plan = m.make_plan(
-            snap,
-            MigrationOptions(
-                target_schema=database.target_schema, datetimes_utc=database.datetimes_utc
-            ),
-            pool,
-        )
+        plan = m.make_plan(snap, _options([], {}, database), pool)
         if plan.blocking:
             raise m.blocking_error(plan)
         with m.migration_lock(dsn, password):

@@ -1953,3 +1953,28 @@ def test_the_cutover_catches_up_uuid_and_composite_keys_row_by_row(tmp_path, tar
         got = pg.execute("SELECT k, n, v FROM pair ORDER BY k, n").fetchall()
         assert got == lite.execute("SELECT k, n, v FROM pair ORDER BY k, n").fetchall()
     lite.close()
+
+
+def test_the_blocks_policies_and_accepts_decide_a_releases_cutover(tmp_path, target):
+    """A release migrates through `cutover_migration`, which takes no options of its
+    own: the Postgres block carries them, so a DurationField becomes interval and an
+    accepted orphan keeps its row with a NOT VALID key, as `migrate` would do them.
+    A policy the block names wrongly is a ConfigError naming the key, before anything."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE mom (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE kid (id INTEGER PRIMARY KEY, mom INTEGER REFERENCES mom (id), took bigint);"
+        "INSERT INTO mom VALUES (1);"
+        "INSERT INTO kid (mom, took) VALUES (1, 1500000), (2, 60000000);",
+    )
+    block = PostgresDatabase(
+        dsn=SecretStr(target), policies={"kid.took": "interval"}, accept=["kid:fk-orphans-0"]
+    )
+    cut = cutover_migration(str(db), block, lambda: None, lambda: None, drain_s=0)
+    assert cut.validation.passed and cut.validation.fk_not_valid == ("kid_fk0",)
+    with psycopg.connect(target) as pg:
+        took = [r[0] for r in pg.execute("SELECT took FROM kid ORDER BY id")]
+    assert took == [datetime.timedelta(seconds=1.5), datetime.timedelta(minutes=1)]
+    wrong = PostgresDatabase(dsn=SecretStr(target), policies={"kid.took": "duration"})
+    with pytest.raises(ConfigError, match=r"policies\['kid.took'\].*unknown policy 'duration'"):
+        cutover_migration(str(db), wrong, lambda: None, lambda: None, drain_s=0)
