@@ -19,7 +19,7 @@ from tasks.core.sqlmap import (
     is_decimal,
     quote_ident,
     time_only,
-    uuid_hex,
+    uuid_forms,
 )
 
 
@@ -40,7 +40,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 _CLASSES = ("integer", "real", "text", "blob")
 _BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
-_TESTS = 13  # value tests per column, after the storage-class facts
+_TESTS = 14  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -89,13 +89,20 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
     parts.append(  # SQLAlchemy's Uuid and Django's UUIDField: uuid.hex
         f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 32"
         f" AND NOT {c} GLOB '*[^0-9a-f]*'), 0)"
-        if uuid_hex(declared)
+        if "hex" in uuid_forms(declared)
         else "0"
     )
     parts.append(  # Django's GenericIPAddressField: an IPv4 or IPv6 address (inet checks it)
         f"coalesce(sum(typeof({c}) = 'text' AND (({c} GLOB '[0-9]*.[0-9]*.[0-9]*.[0-9]*'"
         f" AND NOT {c} GLOB '*[^0-9.]*') OR ({c} GLOB '*:*:*' AND NOT {c} GLOB '*[^0-9a-f:.]*'))), 0)"
         if ip_text(declared)
+        else "0"
+    )
+    parts.append(  # Tortoise's UUIDField, and what a UUID column often holds: str(uuid)
+        f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 36 AND substr({c}, 9, 1) = '-'"
+        f" AND substr({c}, 14, 1) = '-' AND substr({c}, 19, 1) = '-' AND substr({c}, 24, 1) = '-'"
+        f" AND length(replace({c}, '-', '')) = 32 AND NOT {c} GLOB '*[^0-9a-f-]*'), 0)"
+        if "dashed" in uuid_forms(declared)
         else "0"
     )
     assert len(parts) == _TESTS
@@ -162,6 +169,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         time_ok,
         uuid_ok,
         ip_ok,
+        dashed_ok,
     ) = row
     return ColumnStats(
         integer=integer or 0,
@@ -182,6 +190,7 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         all_time_only=bool(text) and time_ok == text,
         all_uuid_hex=bool(text) and uuid_ok == text,
         all_ip=bool(text) and ip_ok == text,
+        all_uuid_dashed=bool(text) and dashed_ok == text,
     )
 
 

@@ -49,7 +49,8 @@ from tasks.core.sqlmap import (
     blocking,
     map_column,
     quote_ident,
-    uuid_hex,
+    uuid_form,
+    uuid_forms,
 )
 from tasks.core.triggers import LEAVE, PlanTrigger, translate_trigger
 
@@ -254,10 +255,11 @@ _QUOTED = "coalesce('\"' || replace({c}::text, '\"', '\"\"') || '\"', '')"
 
 
 def _column_exprs(
-    c: str, pg_type: str, policy: str | None, since_epoch: bool = False
+    c: str, pg_type: str, policy: str | None, form: str = ""
 ) -> tuple[str, str, str, str, str | None]:
     """(copy_expr, src_canon, canon_kind, pg_canon, pg_copy) for one column, `c` already
-    quoted; `since_epoch`: an interval column holds datetimes since 1970-01-01. `pg_copy` renders the stored value in PostgreSQL exactly as `copy_expr`
+    quoted; `form`: how the source writes a value of the type — an interval's
+    'epoch' (datetimes since 1970-01-01) or a uuid's 'hex' or 'dashed' text. `pg_copy` renders the stored value in PostgreSQL exactly as `copy_expr`
     rendered the source value, where that rendering is one-to-one (NULL is the only
     empty field, text is always quoted); None where it is not (doubles, JSON,
     timestamps, policies)."""
@@ -290,7 +292,7 @@ def _column_exprs(
         return f"{value} || 'Z'", value, "timestamp", canon, None
     if pg_type == "time":  # HH:MM[:SS[.ffffff]] by the scan: nothing to quote
         return value, value, "time", "{c}::text", None
-    if pg_type == "interval" and not since_epoch:  # Django's integer microseconds
+    if pg_type == "interval" and form != "epoch":  # Django's integer microseconds
         text = f"CAST({value} AS TEXT)"
         canon = "(extract(epoch FROM {c}) * 1000000)::bigint::text"
         return f"{text} || ' microseconds'", text, "plain", canon, None
@@ -305,10 +307,11 @@ def _column_exprs(
     if pg_type == "inet":  # digits, dots, colons, hex: nothing to quote
         copy = "coalesce(host({c}), '')" if plain else None
         return value, value, "plain", "host({c})", copy
-    if pg_type == "uuid":  # uuid reads the 32 hex digits as they are (the scan saw nothing else)
-        hexed = "replace({c}::text, '-', '')"
-        copy = f"coalesce({hexed}, '')" if plain else None
-        return value, value, "plain", hexed, copy
+    if pg_type == "uuid":  # uuid reads hex digits, dashed or not, as they are (the scan saw
+        # nothing else), and renders them back in the source's form
+        text = "{c}::text" if form == "dashed" else "replace({c}::text, '-', '')"
+        copy = f"coalesce({text}, '')" if plain else None
+        return value, value, "plain", text, copy
     if pg_type == "date":
         copy = "coalesce(to_char({c}, 'YYYY-MM-DD'), '')" if plain else None
         return value, value, "date", "to_char({c}, 'YYYY-MM-DD')", copy
@@ -401,7 +404,7 @@ def _uuid_columns(
         for c in t.columns:
             policy = options.policies.get(f"{t.name}.{c.name}")
             st = stats.get((t.name, c.name), ColumnStats())
-            if uuid_hex(c.declared):
+            if uuid_forms(c.declared):
                 m = map_column(t.name, c.name, c.declared, st, policy, c.name.lower() in json)
                 if m.pg_type == "uuid":
                     could.add((t.name, c.name))
@@ -554,7 +557,12 @@ def build_plan(
                 )
             q = quote_ident(c.name)
             copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(
-                q, pg_type, policy, since_epoch=st.text > 0
+                q,
+                pg_type,
+                policy,
+                form=uuid_form(c.declared, st)
+                if pg_type == "uuid"
+                else ("epoch" if pg_type == "interval" and st.text else ""),
             )
             fast_text = c.notnull and pg_type == "text" and policy is None
             if "RANDOMBLOB" in (c.default or "").upper():

@@ -58,12 +58,22 @@ def time_only(declared: str) -> bool:
 
 
 _UUID_HEX = re.compile(r"\s*CHAR\s*\(\s*32\s*\)\s*", re.IGNORECASE)
+_UUID_DASHED = re.compile(r"\s*CHAR\s*\(\s*36\s*\)\s*", re.IGNORECASE)
+_UUID_WORD = re.compile(r"\s*(?:UUID|GUID|UNIQUEIDENTIFIER)\s*", re.IGNORECASE)
 
 
-def uuid_hex(declared: str) -> bool:
-    """CHAR(32): how SQLAlchemy's Uuid and Django's UUIDField store a UUID in SQLite
-    (32 lower-case hex digits). Their PostgreSQL dialects declare and bind `uuid`."""
-    return _UUID_HEX.fullmatch(declared) is not None
+def uuid_forms(declared: str) -> frozenset[str]:
+    """How a declaration stores UUIDs in SQLite: CHAR(32), 32 lower-case hex digits
+    (SQLAlchemy's Uuid, Django's UUIDField); CHAR(36), the dashed form (Tortoise's
+    UUIDField); UUID, either (Peewee writes hex). Their PostgreSQL dialects declare
+    and bind `uuid`. Empty for any other declaration."""
+    if _UUID_HEX.fullmatch(declared):
+        return frozenset({"hex"})
+    if _UUID_DASHED.fullmatch(declared):
+        return frozenset({"dashed"})
+    if _UUID_WORD.fullmatch(declared):
+        return frozenset({"hex", "dashed"})
+    return frozenset()
 
 
 _IP_TEXT = re.compile(r"\s*CHAR\s*\(\s*(?:39|15)\s*\)\s*", re.IGNORECASE)
@@ -73,6 +83,19 @@ def ip_text(declared: str) -> bool:
     """CHAR(39): Django's GenericIPAddressField in SQLite (CHAR(15): the old
     IPAddressField). Its PostgreSQL backend declares `inet` and binds `'…'::inet`."""
     return _IP_TEXT.fullmatch(declared) is not None
+
+
+def uuid_form(declared: str, stats: ColumnStats) -> str:
+    """'hex' or 'dashed': the form every stored UUID of the column has (an empty column:
+    its declaration's, hex first); '' when the column is no UUID column."""
+    forms = uuid_forms(declared)
+    if not stats.text:
+        return "hex" if "hex" in forms else "dashed" if forms else ""
+    if "hex" in forms and stats.all_uuid_hex:
+        return "hex"
+    if "dashed" in forms and stats.all_uuid_dashed:
+        return "dashed"
+    return ""
 
 
 def is_decimal(declared: str) -> bool:
@@ -131,7 +154,8 @@ class ColumnStats(BaseModel):
     nan_or_inf: int = 0
     text_with_nul: int = 0
     not_decimal: int = 0  # DECIMAL(p,s) columns: numbers that are no exact decimal fitting it
-    all_uuid_hex: bool = False  # every text is 32 lower-case hex digits (CHAR(32) columns)
+    all_uuid_hex: bool = False  # every text is 32 lower-case hex digits (UUID columns)
+    all_uuid_dashed: bool = False  # every text is a lower-case 8-4-4-4-12 UUID (UUID columns)
     all_ip: bool = False  # every text looks like an IPv4/IPv6 address (CHAR(39) columns)
 
 
@@ -352,19 +376,14 @@ def map_column(
                 stats.nan_or_inf,
             )
         return Mapped(pg_type="double precision", findings=tuple(f))
-    if (
-        classes <= {"text"}
-        and uuid
-        and uuid_hex(declared)
-        and (stats.all_uuid_hex or not classes)
-        and not f
-    ):
+    if classes <= {"text"} and uuid and not f and (form := uuid_form(declared, stats)):
         find(
             Severity.WARNING,
             "uuid",
-            "CHAR(32) of 32 hex digits (SQLAlchemy's Uuid, Django's UUIDField) becomes uuid,"
-            " the type their PostgreSQL dialects declare and bind; SQL that reads it as text"
-            " gets the dashed form; policy 'text' keeps the hex text",
+            f"{declared} of UUIDs ({form} form: SQLAlchemy's Uuid, Django's or Tortoise's"
+            " UUIDField) becomes uuid, the type their PostgreSQL dialects declare and bind;"
+            " SQL that reads it as text gets the dashed lower-case form; policy 'text' keeps"
+            " the text",
         )
         return Mapped(pg_type="uuid", findings=tuple(f))
     if classes <= {"text"} and ip_text(declared) and (stats.all_ip or not classes) and not f:

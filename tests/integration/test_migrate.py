@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import re
 import sqlite3
 import struct
@@ -1978,3 +1979,47 @@ def test_the_blocks_policies_and_accepts_decide_a_releases_cutover(tmp_path, tar
     wrong = PostgresDatabase(dsn=SecretStr(target), policies={"kid.took": "duration"})
     with pytest.raises(ConfigError, match=r"policies\['kid.took'\].*unknown policy 'duration'"):
         cutover_migration(str(db), wrong, lambda: None, lambda: None, drain_s=0)
+
+
+def test_dashed_and_declared_uuids_become_uuid_too(tmp_path, target):
+    """Tortoise (a FastAPI favourite) stores a UUIDField as CHAR(36) dashed text, Peewee
+    declares UUID and writes hex: both become uuid, the form each column had is what
+    validation and the catch-up compare, and the driver's uuid parameters find rows."""
+    rng = random.Random(4)  # random as uuid4's: a UUID column has NUMERIC affinity, and
+    # hex that reads as a number ('12e45…') would be stored as one (a mixed-storage error)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(400)]
+    db = _source(
+        tmp_path,
+        "CREATE TABLE event (id CHAR(36) NOT NULL PRIMARY KEY, name VARCHAR(50) NOT NULL);"
+        "CREATE TABLE ticket (id INTEGER PRIMARY KEY,"
+        " event_id CHAR(36) NOT NULL REFERENCES event (id), code UUID NOT NULL);",
+    )
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO event VALUES (?, ?)", [(str(u), f"e{u.int}") for u in ids])
+        conn.executemany(
+            "INSERT INTO ticket (event_id, code) VALUES (?, ?)",
+            [(str(u), uuid.UUID(int=u.int ^ 1).hex) for u in ids],
+        )
+
+    def freeze() -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE event SET name = 'moved' WHERE id = ?", (str(ids[3]),))
+            conn.execute("INSERT INTO event VALUES (?, 'late')", (str(uuid.uuid4()),))
+
+    cut = cutover_migration(
+        str(db), PostgresDatabase(dsn=SecretStr(target)), freeze, lambda: None, drain_s=0
+    )
+    assert cut.validation.passed and cut.rows_caught_up == {"event": 2}
+    with psycopg.connect(target) as pg:
+        row = pg.execute(
+            "SELECT e.name, t.code FROM event e JOIN ticket t ON t.event_id = e.id WHERE e.id = %s",
+            (ids[3],),
+        ).fetchone()
+        assert row == ("moved", uuid.UUID(int=ids[3].int ^ 1))
+        types = dict(
+            pg.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND data_type = 'uuid'"
+            ).fetchall()
+        )
+    assert set(types) == {"event.id", "ticket.event_id", "ticket.code"}

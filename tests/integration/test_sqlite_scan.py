@@ -81,6 +81,15 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         ("CHAR(32)", ["0123456789ABCDEF0123456789ABCDEF"], "text"),  # upper case: not uuid.hex
         ("CHAR(32)", ["01234567-89ab-cdef-0123-456789ab"], "text"),
         ("CHAR(32)", ["0123456789abcdef0123456789abcde"], "text"),  # 31 digits
+        ("CHAR(36)", ["01234567-89ab-cdef-0123-456789abcdef", None], "uuid"),
+        ("CHAR(36)", ["01234567-89AB-CDEF-0123-456789ABCDEF"], "text"),
+        ("CHAR(36)", ["0123456789-ab-cdef-0123-456789abcdef"], "text"),  # dashes misplaced
+        ("UUID", ["0123456789abcdef0123456789abcdef"], "uuid"),
+        (
+            "UUID",
+            ["0123456789abcdef0123456789abcdef", "01234567-89ab-cdef-0123-456789abcdef"],
+            "text",
+        ),
         ("char(39)", ["10.0.0.1", "2001:db8::1", "::ffff:10.9.8.7", None], "inet"),
         ("char(39)", ["10.0.0.1", "localhost"], "text"),
         ("char(39)", ["10.0.0.1", "fe80::1%eth0"], "text"),  # a zone: inet refuses it

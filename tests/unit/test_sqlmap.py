@@ -173,6 +173,11 @@ def test_rails_text_booleans_join_the_integer_ones(stats, pg_type, code):
         ("CHAR(32)", ColumnStats(text=3, integer=1), None, "text"),  # mixed: an error
         ("VARCHAR(32)", ColumnStats(text=3, all_uuid_hex=True), None, "text"),  # a CharField
         ("CHAR(36)", ColumnStats(text=3, all_uuid_hex=True), None, "text"),
+        ("CHAR(36)", ColumnStats(text=3, all_uuid_dashed=True), None, "uuid"),  # Tortoise
+        ("UUID", ColumnStats(text=3, all_uuid_hex=True), None, "uuid"),  # Peewee
+        ("uuid", ColumnStats(text=3, all_uuid_dashed=True), None, "uuid"),
+        ("UUID", ColumnStats(text=3), None, "text"),  # neither form throughout
+        ("CHAR(32)", ColumnStats(text=3, all_uuid_dashed=True), None, "text"),
     ],
 )
 def test_orm_uuid_columns_become_uuid(declared, stats, policy, pg_type):
