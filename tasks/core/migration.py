@@ -333,6 +333,26 @@ def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> 
         raise Untranslatable(why.format(names[min(used)]))
 
 
+def _not_concatenating(sql: str | Sequence[Tok], names: Mapping[str, str]) -> None:
+    """Refuse `||` beside a column of `names` (columns that became uuid): PostgreSQL
+    would concatenate the dashed form, not the text SQLite holds, and in a trigger
+    nothing would tell. Other text functions on a uuid fail in PostgreSQL, which the
+    rehearsal reports before the copy."""
+    toks = tokenize(sql) if isinstance(sql, str) else sql
+    for i, t in enumerate(toks):
+        if t.kind != "op" or t.text != "||":
+            continue
+        right = i + 1
+        while right + 2 < len(toks) and toks[right + 1].text == ".":  # a qualified name
+            right += 2
+        for side in (toks[i - 1] if i else None, toks[right] if right < len(toks) else None):
+            if side is not None and side.kind in ("word", "ident") and side.text.lower() in names:
+                raise Untranslatable(
+                    f"it concatenates {names[side.text.lower()]}, which became uuid, with ||:"
+                    " PostgreSQL would join its dashed form; policy 'text' keeps the column text"
+                )
+
+
 _VIRTUAL = "it uses virtual table {!r}, which is not migrated"
 _UTC = (
     "it reads {}, which became timestamptz (datetimes_utc or policy 'utc'): date functions, literals and"
@@ -604,9 +624,11 @@ def build_plan(
         checks: list[str] = []
         own = {c.name.lower(): c.pg_type for c in cols}
         own_utc = {c.name.lower(): repr(c.name) for c in cols if c.pg_type == "timestamptz"}
+        own_uuid = {c.name.lower(): repr(c.name) for c in cols if c.pg_type == "uuid"}
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
                 _not_using(toks, own_utc, _UTC)
+                _not_concatenating(toks, own_uuid)
                 checks.append(translate(toks, resolve, booleans=booleans, column_types=own))
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
@@ -727,11 +749,18 @@ def build_plan(
         for c in t.columns
         if c.pg_type == "timestamptz"
     }
+    uuid_names = {
+        c.name.lower(): f"{t.name}.{c.name}"
+        for t in tables
+        for c in t.columns
+        if c.pg_type == "uuid"
+    }
     views: list[PlanView] = []
     for v in schema.views:
         try:
             _not_using(v.sql, virtual, _VIRTUAL)
             _not_using(v.sql, utc, _UTC)
+            _not_concatenating(v.sql, uuid_names)
             select = view_select(v.sql)
             separators = concat_separators(select)
             views.append(
@@ -764,6 +793,7 @@ def build_plan(
         try:
             _not_using(tr.sql, virtual, _VIRTUAL)
             _not_using(tr.sql, utc, _UTC)
+            _not_concatenating(tr.sql, uuid_names)
             triggers.append(
                 translate_trigger(
                     tr.sql,

@@ -812,3 +812,33 @@ def test_key_walks_order_keys_as_both_engines_do():
         options=MigrationOptions(policies={"m.x": "text"}),
     )
     assert key_walk(plan.tables[0]) is None  # 10 sorts before 'a' in SQLite, after as text
+
+
+def test_concatenating_a_uuid_column_is_refused_where_nothing_would_tell():
+    """SQLite joins the stored hex; PostgreSQL would join the dashed form. A view
+    would fail its check, but a trigger would silently write other text."""
+    hexes = ColumnStats(text=2, all_uuid_hex=True)
+    acct = _uuid_table("acct", ("id", "CHAR(32)", 1), ("label", "TEXT", 0))
+    schema = SourceSchema(
+        tables=(acct,),
+        views=(
+            SourceView(name="ok", sql="CREATE VIEW ok AS SELECT id, label || '!' FROM acct"),
+            SourceView(name="tagged", sql="CREATE VIEW tagged AS SELECT 'a:' || a.id FROM acct a"),
+        ),
+        triggers=(
+            SourceTrigger(
+                name="stamp",
+                table="acct",
+                sql="CREATE TRIGGER stamp AFTER INSERT ON acct BEGIN"
+                " UPDATE acct SET label = NEW.id || '-x' WHERE id = NEW.id; END",
+            ),
+        ),
+    )
+    plan = build_plan(schema, {("acct", "id"): hexes})
+    refused = {f.key: f.message for f in plan.findings if f.severity == "error"}
+    assert set(refused) == {"tagged:untranslatable", "stamp:trigger"}
+    assert "acct.id, which became uuid" in refused["stamp:trigger"]
+    kept = build_plan(
+        schema, {("acct", "id"): hexes}, options=MigrationOptions(policies={"acct.id": "text"})
+    )
+    assert not [f for f in kept.findings if f.severity == "error"]
