@@ -1178,13 +1178,17 @@ class KeyWalk:
     the key's canonical text on each side, each side's ORDER BY, and a Python sort
     key over those texts that orders them as both engines order the keys."""
 
-    sqlite_keys: str
+    sqlite_key_exprs: tuple[str, ...]
     pg_keys: tuple[str, ...]
     sqlite_order: str
     pg_order: str
     numeric: tuple[bool, ...]
     columns: tuple[str, ...] = ()
     by_value: bool = False  # SQLite's stored keys equal their canonical text (or its number)
+
+    @property
+    def sqlite_keys(self) -> str:
+        return ", ".join(self.sqlite_key_exprs)
 
     def pg_params(self, keys: Sequence[Sequence[str]]) -> tuple[list[str], ...]:
         """One text array per key column, for unnest()."""
@@ -1195,11 +1199,15 @@ class KeyWalk:
         return [int(v) if n else v for k in keys for v, n in zip(k, self.numeric, strict=True)]
 
     def sort_key(self, key: Sequence[Any]) -> tuple[Any, ...]:
-        """Numbers as numbers, the rest as bytes: uuid orders as its hex digits,
-        boolean as 'f' < 't', text as SQLite's BINARY and PostgreSQL's "C"."""
-        return tuple(
-            int(v) if n else str(v).encode() for v, n in zip(key, self.numeric, strict=True)
-        )
+        """Numbers as numbers, the rest as text: Python compares text by code point,
+        which is UTF-8's byte order — SQLite's BINARY and PostgreSQL's "C"; uuid orders
+        as its hex digits, boolean as 'f' < 't'. A key without numbers is its own sort
+        key (no call per row: `sorts_as_is`)."""
+        return tuple(int(v) if n else v for v, n in zip(key, self.numeric, strict=True))
+
+    @property
+    def sorts_as_is(self) -> bool:
+        return not any(self.numeric)
 
 
 def key_walk(t: PlanTable) -> KeyWalk | None:
@@ -1224,12 +1232,40 @@ def key_walk(t: PlanTable) -> KeyWalk | None:
         by_value=all(
             cols[k].pg_type in ("bigint", "text", "citext", "uuid") for k in t.primary_key
         ),
-        sqlite_keys=", ".join(cols[k].src_canon for k in t.primary_key),
+        sqlite_key_exprs=tuple(cols[k].src_canon for k in t.primary_key),
         pg_keys=tuple(cols[k].pg_canon for k in t.primary_key),
         sqlite_order=_order_by(t, "sqlite"),
         pg_order=_order_by(t, "pg"),
         numeric=tuple(cols[k].pg_type == "bigint" for k in t.primary_key),
     )
+
+
+def bucket_digest_sql(t: PlanTable, walk: KeyWalk, width: int) -> tuple[str, str]:
+    """(SQLite, PostgreSQL) queries of (bucket, rows, the bucket's canonical lines in
+    key order): rows bucketed by the first `width` characters of the first key
+    column's canonical text. Both engines render and join a bucket in C; Python then
+    hashes one text per bucket and walks row by row only the buckets that differ.
+    A bucket that differs only by the order SQLite grouped it in is walked for
+    nothing, never passed wrongly."""
+    sqlite = (
+        f"SELECT b, count(*), group_concat(l, char(10)) FROM"
+        f" (SELECT substr({walk.sqlite_key_exprs[0]}, 1, {width}) AS b, {source_line_sql(t)} AS l"
+        f" FROM {quote_ident(t.name)} ORDER BY b, {walk.sqlite_order}) GROUP BY b"
+    )
+    pg = (
+        f"SELECT substr({walk.pg_keys[0]}, 1, {width}), count(*),"
+        f" md5(string_agg({pg_line_sql(t)}, E'\\n' ORDER BY {walk.pg_order}))"
+        f" FROM {{table}} GROUP BY 1"
+    )
+    return sqlite, pg
+
+
+def bucket_width(rows: int) -> int:
+    """Key-prefix characters per bucket: about a hundred rows a bucket for hex keys."""
+    width = 1
+    while 16**width * 100 < rows and width < 6:
+        width += 1
+    return width
 
 
 def catch_up_delete_sql(t: PlanTable, schema: str, walk: KeyWalk) -> str:

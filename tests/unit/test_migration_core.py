@@ -18,6 +18,7 @@ from tasks.core.migration import (
     SourceTable,
     SourceTrigger,
     SourceView,
+    bucket_width,
     build_plan,
     copy_select,
     create_table_sql,
@@ -812,6 +813,8 @@ def test_key_walks_order_keys_as_both_engines_do():
         options=MigrationOptions(policies={"m.x": "text"}),
     )
     assert key_walk(plan.tables[0]) is None  # 10 sorts before 'a' in SQLite, after as text
+    # the catch-up digests key-prefix buckets of about a hundred rows (hex keys)
+    assert [bucket_width(n) for n in (0, 1_000, 100_000, 1_000_000)] == [1, 1, 3, 4]
 
 
 def test_concatenating_a_uuid_column_is_refused_where_nothing_would_tell():
