@@ -582,7 +582,12 @@ def build_plan(
                 policy,
                 form=uuid_form(c.declared, st)
                 if pg_type == "uuid"
-                else ("epoch" if pg_type == "interval" and st.text else ""),
+                # an empty column: SQLAlchemy's Interval is declared DATETIME
+                else (
+                    "epoch"
+                    if pg_type == "interval" and (st.text or "DATE" in c.declared.upper())
+                    else ""
+                ),
             )
             fast_text = c.notnull and pg_type == "text" and policy is None
             if "RANDOMBLOB" in (c.default or "").upper():

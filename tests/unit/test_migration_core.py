@@ -787,6 +787,13 @@ def test_uuid_and_interval_columns_copy_and_compare_exactly():
     assert cols["d"].pg_canon == '(extract(epoch FROM "d") * 1000000)::bigint::text'
     assert "' microseconds'" in cols["s"].copy_arg and cols["s"].canon_kind == "timestamp"
     assert not stream_digested(plan.tables[0])  # the interval text is not PostgreSQL's
+    empty = build_plan(
+        SourceSchema(tables=(table,)),
+        {("t", "u"): ColumnStats(text=1, all_uuid_hex=True)},
+        options=MigrationOptions(policies={"t.d": "interval", "t.s": "interval"}),
+    )
+    cols = {c.name: c for c in empty.tables[0].columns}  # no values yet: by the declaration
+    assert "strftime" in cols["s"].copy_arg and "strftime" not in cols["d"].copy_arg
     assert '"u" uuid' in create_table_sql(plan.tables[0], "s")
     assert loose_value(UUID(int=255)) == "0" * 30 + "ff"
 
