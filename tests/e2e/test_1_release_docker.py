@@ -184,7 +184,11 @@ def test_secrets_never_leak(stack, prefect_server):
             logs = client.read_logs(log_filter=LogFilter(), limit=200, offset=offset)
             offset += 200
         artifacts = client.read_artifacts(limit=200)
-        haystacks += [str(a.data) + str(a.description) for a in artifacts]
+        offset = 200
+        while artifacts:  # every page: the server holds every test's artifacts
+            haystacks += [str(a.data) + str(a.description) for a in artifacts]
+            artifacts = client.read_artifacts(limit=200, offset=offset)
+            offset += 200
         runs = client.read_flow_runs(limit=200)
         haystacks += [str(r.state.message if r.state else "") + str(r.parameters) for r in runs]
     assert len(haystacks) > 50

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -90,17 +91,17 @@ def test_second_release_is_refused_naming_holder_and_other_environment_runs_in_p
         assert "locked by" in str(err.value)
         # once staging has pushed v7, production promotes the same digest while staging still runs
         wait_in_progress(stack, "v7", step="deploy", proc=holder)
-        production = release("v7", **stack.params("production"))
+        called_at = datetime.now(UTC)  # the flow's own start-up can outlast staging's deploy
+        production = release("v7", lock_timeout_s=1, **stack.params("production"))
         assert holder.wait(300) == 0, output(holder)
     finally:
         if holder.poll() is None:
             holder.kill()
     staging = next(r for r in records(stack) if r.version == "v7")
     assert staging.outcome == "succeeded" and production.outcome == "succeeded"
-    # the two environments' releases overlapped in time
-    assert (
-        production.started_at < staging.finished_at and staging.started_at < production.finished_at
-    )
+    # the two environments' releases overlapped in time: production was started while
+    # staging ran, and went through with a 1 s lock timeout (staging's lock is not its own)
+    assert called_at < staging.finished_at and staging.started_at < production.finished_at
     assert served_version(stack, "staging") == "v7" and served_version(stack, "production") == "v7"
     assert not any(r.version == "v8" for r in records(stack))
     assert production.digest == staging.digest
