@@ -13,6 +13,7 @@ is from the snapshot, by as many connections as there are cores.
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import re
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_EXCEPTION,
     Executor,
@@ -61,7 +62,9 @@ from tasks.core.migration import (
     SourceView,
     SourceVirtual,
     bucket_digest_sql,
+    bucket_total,
     bucket_width,
+    bucketed,
     build_plan,
     catch_up_delete_sql,
     catch_up_where_sql,
@@ -76,10 +79,13 @@ from tasks.core.migration import (
     key_walk,
     loose_value,
     ordered,
+    pg_bucket_from,
     pg_checksum_sql,
     pg_digest_sql,
     pg_row_hashes_sql,
     restart_sql,
+    rowid_bucket_range,
+    rowid_bucket_sql,
     source_digest_sql,
     source_row_hasher,
     stream_digested,
@@ -104,7 +110,7 @@ class TableReport(BaseModel):
     name: str
     rows_source: int
     rows_target: int
-    checksum_source: str  # md5 of the ordered chunk digests, or the per-row hash sum
+    checksum_source: str  # md5 of the ordered chunk or bucket digests, or the per-row hash sum
     checksum_target: str
     ok: bool
     differing_keys: tuple[int | str, ...] = ()
@@ -790,6 +796,13 @@ class Digest:
 
     rows: int
     value: str
+    # a bucketed table's "rows:md5" per key-prefix bucket (`bucket_total` is `value`)
+    buckets: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_buckets(cls, buckets: Mapping[str, str]) -> Digest:
+        rows = sum(int(v.split(":", 1)[0]) for v in buckets.values())
+        return cls(rows, bucket_total(buckets), dict(buckets))
 
 
 Part = tuple[str, tuple[int, int] | None]  # (table, rowid range or the whole table)
@@ -832,6 +845,10 @@ def source_digest(path: Path, t: PlanTable, rng: tuple[int, int] | None) -> Dige
     if not ordered(t):
         n, total = source_checksum(path, t)
         return Digest(n, str(total))
+    walk = bucketed(t)
+    if walk is not None:
+        with _decoding(path, t, rng):
+            return Digest.of_buckets(_source_buckets(path, t, walk))
     if stream_digested(t):  # the COPY text, as the copy would send it
         conn = open_readonly(path)
         conn.text_factory = bytes
@@ -856,6 +873,9 @@ def pg_digest(
         pg.execute("SET search_path = public")
         pg.execute("SET work_mem = '64MB'")  # the key order sorts in memory
         pg.execute("SET max_parallel_workers_per_gather = 0")  # see pg_digest_sql
+        walk = bucketed(t)
+        if walk is not None:
+            return Digest.of_buckets(_pg_buckets(pg, t, walk, schema))
         if ordered(t):
             row = pg.execute(pg_digest_sql(t, schema, rng)).fetchone()
         else:
@@ -1238,13 +1258,15 @@ def _differing_keys(
     schema: str,
     limit: int | None = 10,
     ranges: Sequence[tuple[int, int]] = (),
+    buckets: Sequence[str] | None = None,
 ) -> tuple[int | str, ...]:
     """Primary keys whose rows differ (a sample unless `limit` is None), by per-row hashes.
     An identity key is compared within the rowid `ranges` whose digests differed (all
-    rows if none are given); any other primary key by walking both sides in key order."""
+    rows if none are given); any other primary key by walking both sides in key order
+    (only the key-prefix `buckets` whose digests differed, if given)."""
     ident = next((c for c in t.columns if c.identity), None)
     if ident is None:
-        return _differing_by_key(path, dsn, password, t, schema, limit)
+        return _differing_by_key(path, dsn, password, t, schema, limit, buckets)
     src_where = pg_where = ""
     if ranges:
         src_where = " WHERE " + " OR ".join(
@@ -1265,45 +1287,114 @@ def _differing_keys(
     one = pg_row_hashes_sql(t, schema, [quote_ident(ident.name)], pg_where)
     with pg_connect(dsn, password) as pg:
         dst = {int(r[0]): int(r[1]) for r in pg.execute(one)}
-    keys = sorted(k for k in src.keys() | dst.keys() if src.get(k) != dst.get(k))
+    keys = _differing(src, dst)
     return tuple(keys if limit is None else keys[:limit])
 
 
 def _differing_by_key(
-    path: Path, dsn: str, password: str, t: PlanTable, schema: str, limit: int | None
+    path: Path,
+    dsn: str,
+    password: str,
+    t: PlanTable,
+    schema: str,
+    limit: int | None,
+    buckets: Sequence[str] | None = None,
 ) -> tuple[str, ...]:
     """The differing keys of `_walk_keys`, as a person reads them."""
+    within = None if buckets is None else (bucket_width(t.rows), buckets)
     return tuple(
         k[0] if len(k) == 1 else "(" + ", ".join(k) + ")"
-        for k in _walk_keys(path, dsn, password, t, schema, limit)
+        for k in _walk_keys(path, dsn, password, t, schema, limit, within)
     )
 
 
+def _source_buckets(
+    path: Path, t: PlanTable, walk: KeyWalk, only: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The source's "rows:md5" per key-prefix bucket (`only` these buckets, if given)."""
+    sql, _pg = bucket_digest_sql(t, walk, bucket_width(t.rows), only=only is not None)
+    conn = _canon_reader(path)
+    try:
+        rows = conn.execute(sql, () if only is None else (json.dumps(list(only)),))
+        return {
+            b: f"{n}:{hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()}"
+            for b, n, text in rows
+        }
+    finally:
+        conn.close()
+
+
+def _pg_buckets(
+    pg: psycopg.Connection[Any],
+    t: PlanTable,
+    walk: KeyWalk,
+    schema: str = STAGE,
+    only: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """PostgreSQL's "rows:md5" per key-prefix bucket (`only` these buckets, if given)."""
+    _sqlite, sql = bucket_digest_sql(t, walk, bucket_width(t.rows), only=only is not None)
+    pg.execute("SET work_mem = '64MB'")
+    pg.execute("SET enable_sort = off")  # a sort by bucket would not keep the key order
+    pg.execute("SET jit = off")  # sorts off make every cost huge: 0.3 s compiling for ms of work
+    pg.execute("SET max_parallel_workers_per_gather = 0")  # nor would parallel workers
+    table = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    params = None if only is None else (list(only),)
+    return {b: f"{n}:{d}" for b, n, d in pg.execute(sql.format(table=table), params)}
+
+
 def _differing_buckets(
-    path: Path, dsn: str, password: str, t: PlanTable, walk: KeyWalk, width: int
+    path: Path, dsn: str, password: str, t: PlanTable, walk: KeyWalk
 ) -> list[str]:
     """Key-prefix buckets whose rows differ, from one digest per bucket on each side,
     the two sides computed at once (SQLite releases the GIL while it works)."""
-    sqlite_sql, pg_sql = bucket_digest_sql(t, walk, width)
 
-    def source() -> dict[str, tuple[int, str]]:
+    def target() -> dict[str, str]:
+        with pg_connect(dsn, password) as pg:
+            return _pg_buckets(pg, t, walk)
+
+    src, dst = _run_parallel([partial(_source_buckets, path, t, walk), target], 2)
+    return _differing(src, dst)
+
+
+def _narrow(
+    path: Path, dsn: str, password: str, t: PlanTable, ranges: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The buckets of ROWID_BUCKET rowids, within `ranges`, whose digests differ: both
+    sides digest the ranges at once, and only those buckets are then hashed row by row."""
+
+    def source() -> dict[tuple[int, int], str]:
+        out: dict[tuple[int, int], str] = {}
         conn = _canon_reader(path)
         try:
-            return {
-                b: (n, hashlib.md5(text.encode(), usedforsecurity=False).hexdigest())
-                for b, n, text in conn.execute(sqlite_sql)
-            }
+            for i, rng in enumerate(ranges):
+                sql, _pg = rowid_bucket_sql(t, STAGE, rng)
+                with _decoding(path, t, rng):
+                    for b, n, text in conn.execute(sql):
+                        md5 = hashlib.md5((text or "").encode(), usedforsecurity=False)
+                        out[(i, b)] = f"{n}:{md5.hexdigest()}"
         finally:
             conn.close()
+        return out
 
-    def target() -> dict[str, tuple[int, str]]:
+    def target() -> dict[tuple[int, int], str]:
+        out: dict[tuple[int, int], str] = {}
         with pg_connect(dsn, password) as pg:
-            pg.execute("SET work_mem = '64MB'")
-            table = f"{STAGE}.{quote_ident(t.name)}"
-            return {b: (int(n), d) for b, n, d in pg.execute(pg_sql.format(table=table))}
+            pg.execute("SET search_path = public")
+            pg.execute("SET enable_sort = off")  # see bucket_digest_sql
+            pg.execute("SET jit = off")
+            pg.execute("SET max_parallel_workers_per_gather = 0")
+            for i, rng in enumerate(ranges):
+                _sqlite, sql = rowid_bucket_sql(t, STAGE, rng)
+                out.update({(i, int(b)): f"{n}:{d}" for b, n, d in pg.execute(sql)})
+        return out
 
     src, dst = _run_parallel([source, target], 2)
-    return sorted(b for b in src.keys() | dst.keys() if src.get(b) != dst.get(b))
+    return [rowid_bucket_range(b) for b in sorted({k[1] for k in _differing(src, dst)})]
+
+
+def _differing(src: Mapping[Any, Any], dst: Mapping[Any, Any]) -> list[Any]:
+    """Keys whose values differ, or that one side lacks, in order."""
+    return sorted(k for k in src.keys() | dst.keys() if src.get(k) != dst.get(k))
 
 
 def _walk_keys(
@@ -1334,15 +1425,20 @@ def _walk_keys(
     try:
         with pg_connect(dsn, password) as pg, pg.cursor(name="shipyard_keys") as cur:
             cur.itersize = 20_000  # rows per round trip (100 by default: 4 of 7.8 s waiting)
-            src_where, pg_where = "", ""  # only the rows of `buckets`
+            src_where, source = "", ""  # only the rows of `buckets`
             prefixes: list[str] = []
             if buckets is not None:
-                width, prefixes = buckets[0], list(buckets[1])
-                marks = ", ".join("?" * len(prefixes))
-                src_where = f" WHERE substr({walk.sqlite_key_exprs[0]}, 1, {width}) IN ({marks})"
-                pg_where = f" WHERE substr({walk.pg_keys[0]}, 1, {width}) = ANY(%s)"
+                width, prefixes = buckets[0], sorted(buckets[1])
+                src_where = (
+                    f" WHERE substr({walk.sqlite_key_exprs[0]}, 1, {width})"
+                    " IN (SELECT value FROM json_each(?))"
+                )
+                table = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+                source = pg_bucket_from(t, walk, width, table)
             cur.execute(
-                pg_row_hashes_sql(t, schema, walk.pg_keys, f"{pg_where} ORDER BY {walk.pg_order}"),
+                pg_row_hashes_sql(
+                    t, schema, walk.pg_keys, f" ORDER BY {walk.pg_order}", source=source
+                ),
                 (prefixes,) if buckets is not None else None,
             )
             src = (
@@ -1350,7 +1446,7 @@ def _walk_keys(
                 for r in conn.execute(
                     f"SELECT {walk.sqlite_keys}, {select} FROM {quote_ident(t.name)}{src_where}"
                     f" ORDER BY {walk.sqlite_order}",
-                    prefixes,
+                    (json.dumps(prefixes),) if buckets is not None else (),
                 )
             )
             dst = ((tuple(r[:n]), int(r[n])) for r in cur)
@@ -1411,13 +1507,15 @@ def validate(
     known: Validation | None = None,
     diagnose: bool = True,
     target: Side | None = None,
+    keep: dict[str, tuple[Digest, Digest]] | None = None,
 ) -> Validation:
     """Per table, rows and digests of every part on both sides; views on both sides.
 
     `known` holds reports still true (tables unchanged since they were checked);
     only the other tables are read again. A differing digest is confirmed by the
     order-independent per-row checksum, which also names the differing keys
-    (`diagnose`), so an ordering quirk can never fail a correct table.
+    (`diagnose`), so an ordering quirk can never fail a correct table. `keep`
+    receives the (source, target) digests of bucketed tables, buckets and all.
     """
     reuse = {r.name: r for r in (known.tables if known else ()) if r.ok}
     parts = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
@@ -1445,12 +1543,18 @@ def validate(
         ranges = tuple(
             r for _n, r in keys if r is not None and src[(t.name, r)] != dst[(t.name, r)]
         )
+        buckets = a.buckets is not None and b.buckets is not None
+        if keep is not None and buckets:
+            keep[t.name] = (a, b)
         differing: tuple[int | str, ...] = ()
         if not ok and diagnose:
             if ordered(t):  # the authority: per-row hashes, in no particular order
                 ok = source_checksum(path, t) == pg_checksum(dsn, password, t)
             if not ok:
-                differing = _differing_keys(path, dsn, password, t, STAGE, ranges=ranges)
+                prefixes = _differing(a.buckets or {}, b.buckets or {}) if buckets else None
+                differing = _differing_keys(
+                    path, dsn, password, t, STAGE, ranges=ranges, buckets=prefixes
+                )
         reports.append(
             TableReport(
                 name=t.name,
@@ -1623,12 +1727,17 @@ def catch_up(
     for an integer key, by walking both sides in key order for a uuid, text or
     composite key; a table without a usable key is reloaded; one transaction with foreign
     keys deferred, so staging is never half caught up. Returns rows replaced, and
-    the digests taken first (the reports of tables that needed nothing stay true).
+    the reports still true afterwards: tables that needed nothing, and bucketed
+    tables whose changed buckets PostgreSQL digested again and found equal (the
+    source is a frozen snapshot, and no other bucket was touched), so the final
+    validation reads only the rest.
     """
-    before = validate(path, dsn, password, plan, pool, diagnose=False)
+    kept: dict[str, tuple[Digest, Digest]] = {}
+    before = validate(path, dsn, password, plan, pool, diagnose=False, keep=kept)
     same = {r.name for r in before.tables if r.ok}
     ranges = {r.name: r.differing_ranges for r in before.tables}
     changed: dict[str, int] = {}
+    touched: dict[str, list[str]] = {}  # bucketed table -> the buckets it rewrote
     with pg_connect(dsn, password) as pg:
         try:
             with pg.transaction():
@@ -1641,11 +1750,14 @@ def catch_up(
                     walk = key_walk(t)
                     batches: list[tuple[str, Sequence[Any]]] = [("", ())]
                     if ident is not None:
-                        keys = (
-                            list(  # only the ranges whose digests differ: new rows are in the last
-                                _differing_keys(
-                                    path, dsn, password, t, STAGE, limit=None, ranges=ranges[t.name]
-                                )
+                        # only the ranges whose digests differ (new rows are in the last),
+                        # narrowed to the buckets of rowids whose digests differ
+                        within = ranges[t.name]
+                        if within:
+                            within = tuple(_narrow(path, dsn, password, t, within)) or within
+                        keys = list(
+                            _differing_keys(
+                                path, dsn, password, t, STAGE, limit=None, ranges=within
                             )
                         )
                         pg.execute(
@@ -1657,12 +1769,25 @@ def catch_up(
                             for i in range(0, len(keys), 5000)
                         ]
                     elif walk is not None and walk.by_value:
-                        # uuid, text or composite keys: both sides walked in key order,
-                        # and only the rows that differ are replaced
-                        width = bucket_width(t.rows)
-                        prefixes = _differing_buckets(path, dsn, password, t, walk, width)
+                        # uuid, text or composite keys: both sides walked in key order, only
+                        # in the buckets whose digests differ (a bucketed table's validation
+                        # has them already), and only the rows that differ are replaced
+                        if t.name in kept:
+                            s, d = kept[t.name]
+                            prefixes = _differing(s.buckets or {}, d.buckets or {})
+                            touched[t.name] = prefixes
+                        else:
+                            prefixes = _differing_buckets(path, dsn, password, t, walk)
                         walked = (
-                            _walk_keys(path, dsn, password, t, STAGE, None, (width, prefixes))
+                            _walk_keys(
+                                path,
+                                dsn,
+                                password,
+                                t,
+                                STAGE,
+                                None,
+                                (bucket_width(t.rows), prefixes),
+                            )
                             if prefixes
                             else []
                         )
@@ -1690,4 +1815,32 @@ def catch_up(
         except psycopg.Error as exc:
             raise _pg_error(exc, password, "the catch-up copy failed") from exc
     refresh_identities(path, dsn, password, plan)
-    return changed, before
+    tables = {t.name: t for t in plan.tables}
+    rechecked = [
+        _recheck(dsn, password, tables[name], kept[name], prefixes)
+        for name, prefixes in touched.items()
+    ]
+    known = [r for r in before.tables if r.ok] + [r for r in rechecked if r.ok]
+    return changed, before.model_copy(update={"tables": tuple(known)})
+
+
+def _recheck(
+    dsn: str, password: str, t: PlanTable, digests: tuple[Digest, Digest], prefixes: list[str]
+) -> TableReport:
+    """A bucketed table after its catch-up: PostgreSQL digests the rewritten buckets
+    again; the source's are those of the frozen snapshot, already known."""
+    walk = bucketed(t)
+    assert walk is not None
+    src, old = digests
+    with pg_connect(dsn, password) as pg:
+        fresh = _pg_buckets(pg, t, walk, STAGE, prefixes)
+    dst = {b: v for b, v in (old.buckets or {}).items() if b not in prefixes} | fresh
+    a, b = src, Digest.of_buckets(dst)
+    return TableReport(
+        name=t.name,
+        rows_source=a.rows,
+        rows_target=b.rows,
+        checksum_source=a.value,
+        checksum_target=b.value,
+        ok=a == b,
+    )

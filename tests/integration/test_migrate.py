@@ -1970,6 +1970,42 @@ def test_the_cutover_catches_up_uuid_and_composite_keys_row_by_row(tmp_path, tar
     lite.close()
 
 
+def test_the_cutover_catch_up_finds_changes_by_bucket_on_both_sides_of_zero(tmp_path, target):
+    """The catch-up narrows what differs to buckets before comparing rows: rowid
+    buckets of 1024 (negative rowids, bucket 0 spanning -1023..1023, changes on
+    bucket edges, rows beyond either end) and key-prefix buckets of a text key (a key
+    shorter than a prefix, non-ASCII keys, a new bucket). Every change arrives, the
+    untouched rows stay, and the final validation passes."""
+    rows = [(i, f"r{i}") for i in range(-3000, 3001)]
+    db = _source(tmp_path, "CREATE TABLE log (id INTEGER PRIMARY KEY, s TEXT NOT NULL)", rows)
+    keys = ["a", "ab", "é", "éa", "z" * 40, *(f"k{i:05d}" for i in range(3000))]
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE sess (key VARCHAR(40) PRIMARY KEY, data TEXT NOT NULL)")
+        conn.executemany("INSERT INTO sess VALUES (?, 'd')", [(k,) for k in keys])
+
+    def freeze() -> None:
+        with sqlite3.connect(db) as conn:
+            for rowid in (-3000, -2048, -1024, -1023, -1, 0, 1023, 1024, 2047, 3000):
+                conn.execute("UPDATE log SET s = 'changed' WHERE id = ?", (rowid,))
+            conn.execute("DELETE FROM log WHERE id IN (-1500, 5)")
+            conn.execute("INSERT INTO log VALUES (-9000, 'low'), (9000, 'high')")
+            conn.execute("UPDATE sess SET data = 'changed' WHERE key IN ('a', 'é', 'k02999')")
+            conn.execute("DELETE FROM sess WHERE key = 'éa'")
+            conn.execute("INSERT INTO sess VALUES ('~new', 'd'), ('b', 'd')")
+
+    cut = cutover_migration(
+        str(db), PostgresDatabase(dsn=SecretStr(target)), freeze, lambda: None, drain_s=0
+    )
+    assert cut.validation.passed
+    assert cut.rows_caught_up == {"log": 12, "sess": 5}
+    lite = sqlite3.connect(db)
+    with psycopg.connect(target) as pg:
+        for sql in ("SELECT id, s FROM log ORDER BY id", "SELECT key, data FROM sess ORDER BY key"):
+            got = pg.execute(sql.replace("BY key", 'BY key COLLATE "C"')).fetchall()
+            assert got == lite.execute(sql).fetchall()
+    lite.close()
+
+
 def test_the_blocks_policies_and_accepts_decide_a_releases_cutover(tmp_path, target):
     """A release migrates through `cutover_migration`, which takes no options of its
     own: the Postgres block carries them, so a DurationField becomes interval and an

@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 
 from tasks.core.migration import (
+    ROWID_BUCKET,
     MigrationOptions,
     Refusal,
     SourceColumn,
@@ -18,7 +19,10 @@ from tasks.core.migration import (
     SourceTable,
     SourceTrigger,
     SourceView,
+    bucket_digest_sql,
+    bucket_total,
     bucket_width,
+    bucketed,
     build_plan,
     copy_select,
     create_table_sql,
@@ -26,10 +30,13 @@ from tasks.core.migration import (
     jsonb_text,
     key_walk,
     loose_value,
+    pg_bucket_from,
     pg_digest_sql,
     pg_row_hashes_sql,
     plan_markdown,
     post_load_sql,
+    rowid_bucket_range,
+    rowid_bucket_sql,
     source_line_sql,
     stream_digested,
 )
@@ -822,6 +829,51 @@ def test_key_walks_order_keys_as_both_engines_do():
     assert key_walk(plan.tables[0]) is None  # 10 sorts before 'a' in SQLite, after as text
     # the catch-up digests key-prefix buckets of about a hundred rows (hex keys)
     assert [bucket_width(n) for n in (0, 1_000, 100_000, 1_000_000)] == [1, 1, 3, 4]
+
+
+def test_tables_keyed_by_text_or_uuid_are_validated_per_key_prefix_bucket():
+    """A uuid- or text-keyed table is digested per key-prefix bucket, so a catch-up
+    knows from the validation alone which few buckets to walk and check again; a
+    uuid key's buckets are ranges found through its index. Rowid tables keep their
+    rowid ranges; a key led by a number would not group by its text's prefix."""
+    uuids = _uuid_table("u", ("id", "CHAR(32)", 1), ("s", "TEXT", 0))
+    texts = _uuid_table("s", ("k", "TEXT", 1), ("n", "INTEGER", 2))
+    numbers = _uuid_table("n", ("n", "INTEGER", 1), ("k", "TEXT", 2))
+    rowids = _uuid_table("r", ("id", "INTEGER", 1), ("s", "TEXT", 0))
+    plan = build_plan(
+        SourceSchema(tables=(uuids, texts, numbers, rowids)),
+        {("u", "id"): ColumnStats(text=1, all_uuid_hex=True), ("s", "k"): ColumnStats(text=1)},
+    )
+    u, s, n, r = plan.tables
+    assert bucketed(n) is None and bucketed(r) is None
+    walk = bucketed(u)
+    assert walk is not None and bucketed(s) is not None
+    sqlite, pg = bucket_digest_sql(u, walk, 3, only=True)
+    assert 'ORDER BY "id") GROUP BY b' in sqlite and "json_each(?)" in sqlite
+    assert "rpad(shipyard_p, 32, 'f')::uuid" in pg and 'ORDER BY "id") lines GROUP BY b' in pg
+    text_walk = bucketed(s)
+    assert text_walk is not None
+    assert pg_bucket_from(s, text_walk, 2, "t").endswith("= ANY(%s::text[])")
+    # a table's digest is its buckets' in bucket order, however they arrived
+    assert bucket_total({"b": "1:x", "a": "2:y"}) == bucket_total({"a": "2:y", "b": "1:x"})
+    assert bucket_total({"a": "2:y"}) != bucket_total({"a": "2:z"})
+
+
+def test_rowid_buckets_cover_every_rowid_once():
+    """Integer division truncates towards zero in both engines: bucket 0 holds
+    -1023..1023, and every other bucket exactly ROWID_BUCKET rowids."""
+    seen: dict[int, int] = {}
+    for b in range(-3, 4):
+        lo, hi = rowid_bucket_range(b)
+        for rowid in range(lo, hi + 1):
+            assert int(rowid / ROWID_BUCKET) == b  # SQL's division, not Python's floor
+            seen[rowid] = seen.get(rowid, 0) + 1
+    assert set(seen.values()) == {1} and min(seen) == -4 * ROWID_BUCKET + 1
+    table = _uuid_table("r", ("id", "INTEGER", 1), ("s", "TEXT", 0))
+    plan = build_plan(SourceSchema(tables=(table,)), {("r", "s"): ColumnStats(text=1)})
+    sqlite, pg = rowid_bucket_sql(plan.tables[0], "stage", (-5, 7))
+    assert "rowid BETWEEN -5 AND 7 ORDER BY rowid" in sqlite
+    assert '"id" BETWEEN -5 AND 7 ORDER BY "id") lines GROUP BY b' in pg
 
 
 def test_concatenating_a_uuid_column_is_refused_where_nothing_would_tell():
