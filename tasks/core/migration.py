@@ -333,10 +333,16 @@ def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> 
         raise Untranslatable(why.format(names[min(used)]))
 
 
+def uuid_text_form(c: PlanColumn) -> str:
+    """The text a uuid column held in SQLite: "hex" (32 digits) or "dashed"."""
+    return "hex" if c.pg_canon.startswith("replace(") else "dashed"
+
+
 def _not_concatenating(sql: str | Sequence[Tok], names: Mapping[str, str]) -> None:
-    """Refuse `||` beside a column of `names` (columns that became uuid): PostgreSQL
-    would concatenate the dashed form, not the text SQLite holds, and in a trigger
-    nothing would tell. Other text functions on a uuid fail in PostgreSQL, which the
+    """Refuse `||` beside a column of `names`: columns that became uuid under a name
+    that other tables use for another type or form, so SQL cannot be told which text
+    to read. PostgreSQL would concatenate the dashed form, and in a trigger nothing
+    would tell. Other text functions on such a uuid fail in PostgreSQL, which the
     rehearsal reports before the copy."""
     toks = tokenize(sql) if isinstance(sql, str) else sql
     for i, t in enumerate(toks):
@@ -629,12 +635,15 @@ def build_plan(
         checks: list[str] = []
         own = {c.name.lower(): c.pg_type for c in cols}
         own_utc = {c.name.lower(): repr(c.name) for c in cols if c.pg_type == "timestamptz"}
-        own_uuid = {c.name.lower(): repr(c.name) for c in cols if c.pg_type == "uuid"}
+        own_uuid = {c.name.lower(): uuid_text_form(c) for c in cols if c.pg_type == "uuid"}
         for toks in [*(x for cd in ddl.columns for x in cd.checks), *ddl.checks]:
             try:
                 _not_using(toks, own_utc, _UTC)
-                _not_concatenating(toks, own_uuid)
-                checks.append(translate(toks, resolve, booleans=booleans, column_types=own))
+                checks.append(
+                    translate(
+                        toks, resolve, booleans=booleans, column_types=own, uuid_text=own_uuid
+                    )
+                )
             except (Untranslatable, DDLError) as exc:
                 find(Severity.ERROR, "untranslatable", t.name, f"CHECK: {exc}")
         uniques = tuple(tuple(str(x) for x in ix.columns) for ix in t.indexes if ix.origin == "u")
@@ -754,11 +763,21 @@ def build_plan(
         for c in t.columns
         if c.pg_type == "timestamptz"
     }
+    forms: dict[str, set[str]] = {}
+    for pt in tables:
+        for pc in pt.columns:
+            if pc.pg_type == "uuid":
+                forms.setdefault(pc.name.lower(), set()).add(uuid_text_form(pc))
+    # views and triggers read a uuid column as the text SQLite held where its name has one
+    # type and one form in every table; elsewhere concatenating the name is refused
+    uuid_text = {
+        n: next(iter(f)) for n, f in forms.items() if len(f) == 1 and column_types.get(n) == "uuid"
+    }
     uuid_names = {
         c.name.lower(): f"{t.name}.{c.name}"
         for t in tables
         for c in t.columns
-        if c.pg_type == "uuid"
+        if c.pg_type == "uuid" and c.name.lower() not in uuid_text
     }
     views: list[PlanView] = []
     for v in schema.views:
@@ -772,7 +791,11 @@ def build_plan(
                 PlanView(
                     name=v.name,
                     select_sql=translate(
-                        select, resolve_any, booleans=all_booleans, column_types=column_types
+                        select,
+                        resolve_any,
+                        booleans=all_booleans,
+                        column_types=column_types,
+                        uuid_text=uuid_text,
                     ),
                     concat_separators=separators or (),
                 )
@@ -807,6 +830,7 @@ def build_plan(
                     all_booleans,
                     function=lambda n: _name(n, "fn", taken=fn_names),
                     column_types=column_types,
+                    uuid_text=uuid_text,
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:

@@ -342,6 +342,23 @@ FUNCTIONS = {
     "LAST_VALUE": "last_value",
     "NTH_VALUE": "nth_value",
 }
+# functions that read their arguments as text: a uuid column is read as SQLite held it
+TEXT_FUNCTIONS = frozenset(
+    {
+        "LENGTH",
+        "LOWER",
+        "LTRIM",
+        "REPLACE",
+        "RTRIM",
+        "SUBSTR",
+        "SUBSTRING",
+        "TRIM",
+        "UPPER",
+        "INSTR",
+    }
+)
+# a uuid column as the text SQLite held: SQLAlchemy's and Django's 32 hex digits, Tortoise's dashes
+UUID_TEXT = {"hex": "replace(({})::text, '-', '')", "dashed": "({})::text"}
 CAST_TYPES = {
     "INTEGER": "bigint",
     "INT": "bigint",
@@ -769,6 +786,7 @@ def translate(
     casts: Mapping[str, str] = CAST_TYPES,
     booleans: frozenset[str] = frozenset(),
     column_types: Mapping[str, str] = {},
+    uuid_text: Mapping[str, str] = {},
 ) -> str:
     """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
 
@@ -778,6 +796,9 @@ def translate(
     `column_types` gives the PostgreSQL type of the columns (lower-case names)
     that have it in every table with a column by that name ("timestamp" for
     timestamp or date): date functions may read those, JSON functions jsonb ones.
+    `uuid_text` gives the form ("hex" or "dashed") SQLite held the uuid columns
+    in: where SQL reads one as text (text functions, `||`, LIKE, CAST AS TEXT,
+    group_concat), it reads that text, as in SQLite, not PostgreSQL's dashed form.
     """
     temporal = frozenset(n for n, k in column_types.items() if k == "timestamp")
 
@@ -798,8 +819,25 @@ def translate(
 
     def again(part: Sequence[Tok], now: bool = now_as_text) -> str:
         return translate(
-            part, resolve, now_as_text=now, booleans=booleans, column_types=column_types
+            part,
+            resolve,
+            now_as_text=now,
+            booleans=booleans,
+            column_types=column_types,
+            uuid_text=uuid_text,
         )
+
+    def as_text(arg: Sequence[Tok]) -> str | None:
+        """A uuid column as the text SQLite held, else None (a trigger probe's typed
+        NULL stands for any form: the probe only checks types)."""
+        if not uuid_text or not arg:
+            return None
+        form = "hex" if arg[-1].kind == "record" else uuid_text.get(arg[-1].text.lower())
+        ref = column(list(arg), "uuid") if form is not None else None
+        return None if ref is None or form is None else UUID_TEXT[form].format(ref)
+
+    def text_args(args: Sequence[Tok]) -> str:
+        return ", ".join(as_text(a) or again(a) for a in split_top(list(args)))
 
     out: list[str] = []
     toks = _null_order(
@@ -812,6 +850,28 @@ def translate(
         t = toks[k]
         nxt = toks[k + 1] if k + 1 < len(toks) else None
         up = t.text.upper()
+        before = toks[k - 1] if k else None
+        if (
+            uuid_text
+            and t.kind in ("word", "ident", "record")
+            and (nxt is None or nxt.kind != "lp")
+            and not (before is not None and before.text == ".")
+        ):  # a (qualified) column concatenated or matched: read as the text SQLite held
+            n_ref = 3 if nxt is not None and nxt.text == "." and k + 2 < len(toks) else 1
+            then = toks[k + n_ref : k + n_ref + 2]
+            textual = (before is not None and before.text == "||") or (
+                bool(then)
+                and (
+                    then[0].text == "||"
+                    or _is(then[0], "LIKE")
+                    or (len(then) == 2 and _is(then[0], "NOT") and _is(then[1], "LIKE"))
+                )
+            )
+            text = as_text(toks[k : k + n_ref]) if textual else None
+            if text is not None:
+                out.append(text)
+                k += n_ref
+                continue
         if t.kind == "word" and up in ("OVER", "FILTER"):
             if nxt is None or nxt.kind != "lp":
                 raise Untranslatable("a named window (OVER name)")
@@ -850,7 +910,8 @@ def translate(
                 parts = split_top(args)
                 sep = translate(parts[1], resolve) if len(parts) > 1 else "','"
                 distinct = "DISTINCT " if parts[0] and _is(parts[0][0], "DISTINCT") else ""
-                value = again(parts[0][1:] if distinct else parts[0], True)
+                arg = parts[0][1:] if distinct else parts[0]
+                value = as_text(arg) or again(arg, True)
                 order = ""
                 if feed_order and not distinct and depths[k] == 0:
                     order = " ORDER BY " + ", ".join(
@@ -912,7 +973,8 @@ def translate(
                 if literal[:1] == ["-"] and len(start) == 2 and start[1].kind == "num":
                     if n_args > 2:  # SQLite counts from the end; PostgreSQL from before 1
                         raise Untranslatable("substr() with a negative start and a length")
-                    out.append(f"right({again(parts[0])}, {int(float(start[1].text))})")
+                    text = as_text(parts[0]) or again(parts[0])
+                    out.append(f"right({text}, {int(float(start[1].text))})")
                     k = end
                     continue
                 fn = "substr"
@@ -934,7 +996,7 @@ def translate(
                 fn = FUNCTIONS[up]
             else:
                 raise Untranslatable(f"function {t.text}() has no faithful PostgreSQL equivalent")
-            out.append(f"{fn}({again(args)})")
+            out.append(f"{fn}({text_args(args) if up in TEXT_FUNCTIONS else again(args)})")
             k = end
             continue
         if t.kind == "word" and up == "CAST" and nxt is not None and nxt.kind == "lp":
@@ -943,7 +1005,8 @@ def translate(
             target = " ".join(a.text for a in args[as_at + 1 :]).upper()
             if target not in casts:
                 raise Untranslatable(f"CAST to {target} has no faithful PostgreSQL equivalent")
-            out.append(f"CAST({again(args[:as_at], True)} AS {casts[target]})")
+            text = as_text(args[:as_at]) if target == "TEXT" else None
+            out.append(text or f"CAST({again(args[:as_at], True)} AS {casts[target]})")
             k = end
             continue
         if t.kind == "word" and up == "GLOB" and nxt is not None and nxt.kind == "str":

@@ -382,7 +382,8 @@ def map_column(
             "uuid",
             f"{declared} of UUIDs ({form} form: SQLAlchemy's Uuid, Django's or Tortoise's"
             " UUIDField) becomes uuid, the type their PostgreSQL dialects declare and bind;"
-            " SQL that reads it as text gets the dashed lower-case form; policy 'text' keeps"
+            " migrated views and triggers read it as this text, but the application's own SQL"
+            " that reads it as text gets the dashed lower-case form; policy 'text' keeps"
             " the text",
         )
         return Mapped(pg_type="uuid", findings=tuple(f))

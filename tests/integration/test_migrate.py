@@ -2073,3 +2073,44 @@ def test_dashed_and_declared_uuids_become_uuid_too(tmp_path, target):
             ).fetchall()
         )
     assert set(types) == {"event.id", "ticket.event_id", "ticket.code"}
+
+
+def test_views_and_triggers_read_uuid_columns_as_the_text_sqlite_held(tmp_path, target):
+    """A view that concatenates, cuts, measures or matches a uuid column, and a trigger
+    that writes one into a text column, give on PostgreSQL what they gave on SQLite:
+    32 hex digits where SQLite held them, dashes where it held those. The views are
+    checked by querying both sides; the trigger by a row inserted on PostgreSQL."""
+    rng = random.Random(9)
+    hexes = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(50)]
+    db = _source(
+        tmp_path,
+        "CREATE TABLE acct (id CHAR(32) PRIMARY KEY, label TEXT NOT NULL);"
+        "CREATE TABLE ev (eid CHAR(36) PRIMARY KEY, acct_id CHAR(32) REFERENCES acct (id));"
+        "CREATE TABLE audit (n INTEGER PRIMARY KEY, what TEXT NOT NULL);"
+        "CREATE VIEW tagged AS SELECT 'acct:' || a.id AS tag, upper(a.id) AS up,"
+        " length(id) AS n, substr(id, 1, 8) AS head, substr(id, -4) AS tail,"
+        " CAST(id AS TEXT) AS t, instr(id, 'a') AS at FROM acct a;"
+        "CREATE VIEW hits AS SELECT e.eid || '/' || e.acct_id AS path FROM ev e"
+        " JOIN acct a ON a.id = e.acct_id WHERE e.acct_id LIKE '0%' OR e.eid NOT LIKE '1%';"
+        "CREATE VIEW ids AS SELECT count(*) AS n, length(group_concat(id)) AS len FROM acct;"
+        "CREATE TRIGGER stamp AFTER INSERT ON ev BEGIN"
+        " INSERT INTO audit (what) VALUES (NEW.eid || ' for ' || upper(NEW.acct_id)); END;",
+    )
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO acct VALUES (?, ?)", [(u.hex, "x") for u in hexes])
+        conn.executemany(
+            "INSERT INTO ev VALUES (?, ?)",
+            [(str(uuid.UUID(int=u.int ^ 7, version=4)), u.hex) for u in hexes],
+        )
+    report = run(db, target)
+    assert report.passed, report
+    assert all(v.ok and v.rows_source == v.rows_target for v in report.validation.views)
+    assert {v.name for v in report.validation.views} == {"tagged", "hits", "ids"}
+    new = uuid.UUID(int=rng.getrandbits(128), version=4)
+    with psycopg.connect(target) as pg:
+        head = pg.execute("SELECT tag, head FROM tagged ORDER BY tag LIMIT 1").fetchone()
+        first = min(u.hex for u in hexes)
+        assert head == (f"acct:{first}", first[:8])
+        pg.execute("INSERT INTO ev VALUES (%s, %s)", (new, hexes[0]))
+        what = pg.execute("SELECT what FROM audit ORDER BY n DESC LIMIT 1").fetchone()
+    assert what == (f"{new} for {hexes[0].hex.upper()}",)

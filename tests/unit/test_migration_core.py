@@ -876,16 +876,24 @@ def test_rowid_buckets_cover_every_rowid_once():
     assert '"id" BETWEEN -5 AND 7 ORDER BY "id") lines GROUP BY b' in pg
 
 
-def test_concatenating_a_uuid_column_is_refused_where_nothing_would_tell():
-    """SQLite joins the stored hex; PostgreSQL would join the dashed form. A view
-    would fail its check, but a trigger would silently write other text."""
+def test_uuid_columns_read_as_text_read_the_text_sqlite_held():
+    """SQLite concatenates, matches and measures the stored hex; PostgreSQL would use
+    the dashed form (or have no such function for uuid). Views, triggers and CHECKs
+    read the column as SQLite held it: 32 hex digits, or dashes where it had them.
+    Comparisons stay on the uuid, so a join by key keeps its index."""
     hexes = ColumnStats(text=2, all_uuid_hex=True)
+    dashed = ColumnStats(text=2, all_uuid_dashed=True)
     acct = _uuid_table("acct", ("id", "CHAR(32)", 1), ("label", "TEXT", 0))
+    tort = _uuid_table("tort", ("tid", "CHAR(36)", 1), ("acct_id", "CHAR(32)", 0))
+    views = {
+        "tagged": "SELECT 'a:' || a.id, upper(id), length(id), substr(id, -4) FROM acct a",
+        "matched": "SELECT CAST(id AS TEXT), group_concat(id) FROM acct WHERE id NOT LIKE 'ab%'",
+        "joined": "SELECT t.tid || '/' || a.id FROM tort t JOIN acct a ON a.id = t.acct_id",
+    }
     schema = SourceSchema(
-        tables=(acct,),
-        views=(
-            SourceView(name="ok", sql="CREATE VIEW ok AS SELECT id, label || '!' FROM acct"),
-            SourceView(name="tagged", sql="CREATE VIEW tagged AS SELECT 'a:' || a.id FROM acct a"),
+        tables=(acct, tort),
+        views=tuple(
+            SourceView(name=n, sql=f"CREATE VIEW {n} AS {sql}") for n, sql in views.items()
         ),
         triggers=(
             SourceTrigger(
@@ -896,11 +904,31 @@ def test_concatenating_a_uuid_column_is_refused_where_nothing_would_tell():
             ),
         ),
     )
-    plan = build_plan(schema, {("acct", "id"): hexes})
-    refused = {f.key: f.message for f in plan.findings if f.severity == "error"}
-    assert set(refused) == {"tagged:untranslatable", "stamp:trigger"}
-    assert "acct.id, which became uuid" in refused["stamp:trigger"]
-    kept = build_plan(
-        schema, {("acct", "id"): hexes}, options=MigrationOptions(policies={"acct.id": "text"})
+    stats = {("acct", "id"): hexes, ("tort", "tid"): dashed, ("tort", "acct_id"): hexes}
+    plan = build_plan(schema, stats)
+    assert not [f for f in plan.findings if f.severity == "error"]
+    sql = {v.name: v.select_sql for v in plan.views}
+    hex_id = "replace((\"id\")::text, '-', '')"
+    assert sql["tagged"] == (
+        "SELECT 'a:' || replace((\"a\".\"id\")::text, '-', ''), upper("
+        + hex_id
+        + "), length("
+        + hex_id
+        + "), right("
+        + hex_id
+        + ', 4) FROM "acct" "a"'
     )
+    assert f"SELECT {hex_id}, string_agg(({hex_id})::text" in sql["matched"]
+    assert f"WHERE {hex_id} NOT ILIKE 'ab%'" in sql["matched"]
+    assert '("t"."tid")::text || ' in sql["joined"] and '"a"."id" = "t"."acct_id"' in sql["joined"]
+    body = " ".join(plan.triggers[0].statements)
+    assert "SET \"label\" = replace((NEW.\"id\")::text, '-', '') || '-x'" in body
+    assert 'WHERE "id" = NEW."id"' in body
+    assert "replace((CAST(NULL AS uuid))::text, '-', '') || '-x'" in plan.triggers[0].probes[0]
+    # a name that is uuid in one table and bigint in another: which text is unknown
+    other = _uuid_table("other", ("id", "INTEGER", 1))
+    mixed = build_plan(SourceSchema(tables=(acct, other), views=schema.views[:1]), stats)
+    refused = {f.key: f.message for f in mixed.findings if f.severity == "error"}
+    assert "acct.id, which became uuid" in refused["tagged:untranslatable"]
+    kept = build_plan(schema, stats, options=MigrationOptions(policies={"acct.id": "text"}))
     assert not [f for f in kept.findings if f.severity == "error"]
