@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sqlite3
 import sys
 import time
@@ -180,8 +181,10 @@ def main() -> int:
         out["changed_rows_present"] = bool(got and got[0] == 2)
         print(json.dumps(out))
         return 0 if out["final_passed"] and out["changed_rows_present"] else 1
-    finally:
+    finally:  # a run leaves ~1 GB of files: the database, its snapshots, PostgreSQL's data
         services.stop(pg.proc)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(pg.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

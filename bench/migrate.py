@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -392,9 +393,11 @@ def main() -> int:
             out["rss_passed"] = rep.get("passed")
         print(json.dumps(out))
         return 0
-    finally:
+    finally:  # a run leaves GBs of files: the databases, PostgreSQL's data
         services.stop(pg.proc)
         services.stop(server.proc)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(pg.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

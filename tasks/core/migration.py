@@ -1370,9 +1370,12 @@ def bucket_total(buckets: Mapping[str, str]) -> str:
 
 
 def bucket_width(rows: int) -> int:
-    """Key-prefix characters per bucket: about a hundred rows a bucket for hex keys."""
+    """Key-prefix characters per bucket: at most about a thousand rows a bucket for hex
+    keys. PostgreSQL digests 4096 buckets of a 1 M-row table as fast as one ordered
+    digest (4.3-4.9 s against 4.3-4.4 s), 65536 buckets in 5.0-5.7 s; a catch-up then
+    walks a few hundred rows per changed bucket, a few milliseconds."""
     width = 1
-    while 16**width * 100 < rows and width < 6:
+    while 16**width * 1000 < rows and width < 6:
         width += 1
     return width
 
