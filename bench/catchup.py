@@ -162,13 +162,15 @@ def main() -> int:
             changed = writes_before_freeze(db)
             t0 = time.perf_counter()
             snap2 = m.snapshot(db, home / "final")
-            caught, before = m.catch_up(snap2, dsn, password, plan, pool)
+            caught = m.catch_up(snap2, dsn, password, plan, pool)
             out["catch_up_s"] = round(time.perf_counter() - t0, 2)
             t1 = time.perf_counter()
-            final = m.validate(snap2, dsn, password, plan, pool, known=before)
+            final = m.validate(
+                snap2, dsn, password, plan, pool, known=caught.known, known_parts=caught.parts
+            )
             out["final_validate_s"] = round(time.perf_counter() - t1, 2)
             out["freeze_work_s"] = round(time.perf_counter() - t0, 2)
-            out["rows_caught_up"] = caught
+            out["rows_caught_up"] = caught.rows
             out["final_passed"] = final.passed
         import psycopg
 

@@ -454,8 +454,11 @@ def cutover_migration(
                 final = work / "final"
                 final.mkdir()
                 snap2 = m.snapshot(Path(sqlite_path), final)
-                changed, before = m.catch_up(snap2, dsn, password, plan, pool)
-                validation = m.validate(snap2, dsn, password, plan, pool, known=before)
+                caught = m.catch_up(snap2, dsn, password, plan, pool)
+                changed = caught.rows
+                validation = m.validate(
+                    snap2, dsn, password, plan, pool, known=caught.known, known_parts=caught.parts
+                )
                 if not validation.passed:
                     raise validation_failed(validation)
                 m.swap(dsn, password, plan, database.target_schema)

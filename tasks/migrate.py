@@ -1507,7 +1507,8 @@ def validate(
     known: Validation | None = None,
     diagnose: bool = True,
     target: Side | None = None,
-    keep: dict[str, tuple[Digest, Digest]] | None = None,
+    keep: dict[Part, tuple[Digest, Digest]] | None = None,
+    known_parts: Mapping[Part, tuple[Digest, Digest]] | None = None,
 ) -> Validation:
     """Per table, rows and digests of every part on both sides; views on both sides.
 
@@ -1515,10 +1516,13 @@ def validate(
     only the other tables are read again. A differing digest is confirmed by the
     order-independent per-row checksum, which also names the differing keys
     (`diagnose`), so an ordering quirk can never fail a correct table. `keep`
-    receives the (source, target) digests of bucketed tables, buckets and all.
+    receives every part's (source, target) digests (a bucketed table's with its
+    buckets); `known_parts` are digests still true, not taken again.
     """
     reuse = {r.name: r for r in (known.tables if known else ()) if r.ok}
-    parts = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
+    known_parts = known_parts or {}
+    every = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
+    parts = [(t, r) for t, r in every if (t.name, r) not in known_parts]
     if source is None:  # queued first: the processes work while PostgreSQL does
         source = start_source_side(path, plan, pool, parts=parts)
     if target is None:
@@ -1532,20 +1536,22 @@ def validate(
         dst, pg_views = target.digests, [target.views[v.name] for v in plan.views]
     side = source()
     src, sqlite_views = side.digests, [side.views[v.name] for v in plan.views]
+    src = {**{k: v[0] for k, v in known_parts.items()}, **src}
+    dst = {**{k: v[1] for k, v in known_parts.items()}, **dst}
     reports = []
     for t in plan.tables:
         if t.name in reuse:
             reports.append(reuse[t.name])
             continue
-        keys = [(t.name, r) for tt, r in parts if tt.name == t.name]
+        keys = [(t.name, r) for tt, r in every if tt.name == t.name]
         a, b = _combine([src[x] for x in keys]), _combine([dst[x] for x in keys])
         ok = all(src[x] == dst[x] for x in keys)
         ranges = tuple(
             r for _n, r in keys if r is not None and src[(t.name, r)] != dst[(t.name, r)]
         )
         buckets = a.buckets is not None and b.buckets is not None
-        if keep is not None and buckets:
-            keep[t.name] = (a, b)
+        if keep is not None:
+            keep.update({x: (src[x], dst[x]) for x in keys})
         differing: tuple[int | str, ...] = ()
         if not ok and diagnose:
             if ordered(t):  # the authority: per-row hashes, in no particular order
@@ -1717,9 +1723,16 @@ def now() -> float:
     return time.perf_counter()
 
 
-def catch_up(
-    path: Path, dsn: str, password: str, plan: Plan, pool: Executor
-) -> tuple[dict[str, int], Validation]:
+@dataclass(frozen=True)
+class CatchUp:
+    """What a catch-up did, and what the final validation need not read again."""
+
+    rows: dict[str, int]  # rows replaced, per table
+    known: Validation  # reports still true: tables that needed nothing, buckets re-checked
+    parts: Mapping[Part, tuple[Digest, Digest]]  # rowid parts that were equal and untouched
+
+
+def catch_up(path: Path, dsn: str, password: str, plan: Plan, pool: Executor) -> CatchUp:
     """Bring the staging copy to the source's final state (taken while writes are frozen).
 
     Tables whose checksums already agree are skipped. Otherwise rows are
@@ -1727,12 +1740,12 @@ def catch_up(
     for an integer key, by walking both sides in key order for a uuid, text or
     composite key; a table without a usable key is reloaded; one transaction with foreign
     keys deferred, so staging is never half caught up. Returns rows replaced, and
-    the reports still true afterwards: tables that needed nothing, and bucketed
-    tables whose changed buckets PostgreSQL digested again and found equal (the
-    source is a frozen snapshot, and no other bucket was touched), so the final
-    validation reads only the rest.
+    what stays true afterwards: tables that needed nothing, bucketed tables whose
+    changed buckets PostgreSQL digested again and found equal, and the rowid
+    ranges that were equal (the source is a frozen snapshot, and only differing
+    buckets and ranges were touched), so the final validation reads only the rest.
     """
-    kept: dict[str, tuple[Digest, Digest]] = {}
+    kept: dict[Part, tuple[Digest, Digest]] = {}
     before = validate(path, dsn, password, plan, pool, diagnose=False, keep=kept)
     same = {r.name for r in before.tables if r.ok}
     ranges = {r.name: r.differing_ranges for r in before.tables}
@@ -1772,8 +1785,8 @@ def catch_up(
                         # uuid, text or composite keys: both sides walked in key order, only
                         # in the buckets whose digests differ (a bucketed table's validation
                         # has them already), and only the rows that differ are replaced
-                        if t.name in kept:
-                            s, d = kept[t.name]
+                        if bucketed(t) is not None:
+                            s, d = kept[(t.name, None)]
                             prefixes = _differing(s.buckets or {}, d.buckets or {})
                             touched[t.name] = prefixes
                         else:
@@ -1817,11 +1830,12 @@ def catch_up(
     refresh_identities(path, dsn, password, plan)
     tables = {t.name: t for t in plan.tables}
     rechecked = [
-        _recheck(dsn, password, tables[name], kept[name], prefixes)
+        _recheck(dsn, password, tables[name], kept[(name, None)], prefixes)
         for name, prefixes in touched.items()
     ]
     known = [r for r in before.tables if r.ok] + [r for r in rechecked if r.ok]
-    return changed, before.model_copy(update={"tables": tuple(known)})
+    equal = {k: v for k, v in kept.items() if k[1] is not None and v[0] == v[1]}
+    return CatchUp(changed, before.model_copy(update={"tables": tuple(known)}), equal)
 
 
 def _recheck(
