@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -1687,7 +1688,29 @@ def migration_lock(dsn: str, password: str) -> Iterator[None]:
 
 
 def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="shipyard-migrate-"))
+    """A scratch directory for the snapshots, each as big as the source. A run killed
+    with -9 runs no cleanup and leaves its directory behind: every new run removes
+    those whose process is gone (the directory names its owner's pid)."""
+    for old in Path(tempfile.gettempdir()).glob("shipyard-migrate-*"):
+        try:
+            pid = int((old / "pid").read_text())
+        except (OSError, ValueError):
+            continue  # no owner recorded (yet): not ours to judge
+        if not _alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix="shipyard-migrate-"))
+    (path / "pid").write_text(str(os.getpid()))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def cores() -> int:

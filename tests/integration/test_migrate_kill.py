@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,11 +86,25 @@ def test_kill_9_of_the_migrating_process_then_rerun(tmp_path, big_source):
         proc.wait(10)
         assert copied > 0 and proc.returncode == -signal.SIGKILL
         assert fingerprint_without_stage(dsn) == before
+        left = [
+            d
+            for d in Path(tempfile.gettempdir()).glob("shipyard-migrate-*")
+            if _owner(d) == proc.pid
+        ]
+        assert len(left) == 1 and (left[0] / "snapshot.db").is_file()  # no hook ran
         report = run(big_source, dsn)  # the dead run's advisory lock went with its connections
         assert report.passed and report.rows > 300_000
         assert sha(big_source) == src
+        assert not left[0].exists()  # the re-run removed the dead run's snapshot
     finally:
         services.stop(pg.proc)
+
+
+def _owner(d: Path) -> int | None:
+    try:
+        return int((d / "pid").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def fingerprint_without_stage(dsn: str) -> list[object]:

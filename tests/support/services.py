@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import json
 import os
@@ -214,8 +215,26 @@ def service_copy(dest: Path) -> Path:
     return dest
 
 
+_MADE: list[Path] = []
+
+
 def tmpdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    """A scratch directory, removed when the process exits (after fixtures have
+    stopped their servers): PostgreSQL data dirs and database copies otherwise
+    pile up in /tmp run after run (80 GB filled a machine's disk).
+    SHIPYARD_KEEP_TMP=1 keeps them for a post-mortem."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not _MADE:
+        atexit.register(_remove_made)
+    _MADE.append(path)
+    return path
+
+
+def _remove_made() -> None:
+    if os.environ.get("SHIPYARD_KEEP_TMP") == "1":
+        return
+    for path in _MADE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
