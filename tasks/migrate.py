@@ -1325,6 +1325,16 @@ def _source_buckets(
         conn.close()
 
 
+def _grouping_in_arrival_order(pg: psycopg.Connection[Any]) -> None:
+    """Session settings for bucket digests: rows reach the aggregate in key order and
+    are grouped by hashing as they arrive (see bucket_digest_sql)."""
+    pg.execute("SET search_path = public")
+    pg.execute("SET work_mem = '64MB'")
+    pg.execute("SET enable_sort = off")  # a sort by bucket would not keep the key order
+    pg.execute("SET jit = off")  # sorts off make every cost huge: 0.3 s compiling for ms of work
+    pg.execute("SET max_parallel_workers_per_gather = 0")  # nor would parallel workers
+
+
 def _pg_buckets(
     pg: psycopg.Connection[Any],
     t: PlanTable,
@@ -1334,10 +1344,7 @@ def _pg_buckets(
 ) -> dict[str, str]:
     """PostgreSQL's "rows:md5" per key-prefix bucket (`only` these buckets, if given)."""
     _sqlite, sql = bucket_digest_sql(t, walk, bucket_width(t.rows), only=only is not None)
-    pg.execute("SET work_mem = '64MB'")
-    pg.execute("SET enable_sort = off")  # a sort by bucket would not keep the key order
-    pg.execute("SET jit = off")  # sorts off make every cost huge: 0.3 s compiling for ms of work
-    pg.execute("SET max_parallel_workers_per_gather = 0")  # nor would parallel workers
+    _grouping_in_arrival_order(pg)
     table = f"{quote_ident(schema)}.{quote_ident(t.name)}"
     params = None if only is None else (list(only),)
     return {b: f"{n}:{d}" for b, n, d in pg.execute(sql.format(table=table), params)}
@@ -1380,10 +1387,7 @@ def _narrow(
     def target() -> dict[tuple[int, int], str]:
         out: dict[tuple[int, int], str] = {}
         with pg_connect(dsn, password) as pg:
-            pg.execute("SET search_path = public")
-            pg.execute("SET enable_sort = off")  # see bucket_digest_sql
-            pg.execute("SET jit = off")
-            pg.execute("SET max_parallel_workers_per_gather = 0")
+            _grouping_in_arrival_order(pg)
             for i, rng in enumerate(ranges):
                 _sqlite, sql = rowid_bucket_sql(t, STAGE, rng)
                 out.update({(i, int(b)): f"{n}:{d}" for b, n, d in pg.execute(sql)})
