@@ -173,13 +173,36 @@ class _Workers(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             if not self._started:
-                with _main_not_inherited():
-                    list(self._pool.map(int, range(self._n)))  # start them all
+                self._start_all()
                 self._started = True
         return self._pool.submit(fn, *args, **kwargs)
 
+    def _start_all(self) -> None:
+        """Every process, started now, while __main__ is hidden. The executor starts
+        a process per submit only while none is idle: a warm-up job that returned
+        at once could leave one unstarted, and a later submit then started it with
+        __main__ (seen once, with a second pool starting alongside: a worker re-ran
+        its parent's script and the migration failed). Each warm-up
+        job waits until all have arrived, so none is idle before the last starts."""
+        rendezvous = tempfile.mkdtemp(prefix="shipyard-workers-")
+        try:
+            with _main_not_inherited():
+                started = [self._pool.submit(_arrive, rendezvous, self._n) for _ in range(self._n)]
+            _gather(started)
+        finally:
+            shutil.rmtree(rendezvous, ignore_errors=True)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _arrive(rendezvous: str, n: int, timeout_s: float = 30.0) -> int:
+    """Sign in at the rendezvous and wait (bounded) until `n` processes have."""
+    Path(rendezvous, str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout_s
+    while len(os.listdir(rendezvous)) < n and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return os.getpid()
 
 
 @contextmanager
