@@ -975,6 +975,42 @@ def test_views_read_json_columns_through_json_extract(tmp_path, target):
         ]
 
 
+def test_views_selecting_json_datetime_time_and_uuid_columns_pass_the_check(tmp_path, target):
+    """SQLite returns such columns as the text it holds; PostgreSQL returns jsonb (keys
+    reordered, spaced, 2.50 kept), timestamps, times and uuids. A view that only
+    selects them, or a JSON object out of them, must not fail the migration."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, doc JSON NOT NULL, at DATETIME NOT NULL,"
+        " opens TIME, ref CHAR(36) NOT NULL, flag BOOLEAN NOT NULL);"
+        """ INSERT INTO t VALUES (1, '{"zeta":1,"a":[1,2.50,{"y":null,"b":true}]}',"""
+        " '2024-01-02T03:04:05.123', '09:30', '0f8fad5b-d9cb-469f-a165-70867728950e', 1);"
+        """ INSERT INTO t VALUES (2, '{"only": "\u00e9t\u00e9", "n": -0}',"""
+        " '2024-02-29 23:59:59', '18:45:10.5', 'a2f3e1c4-0000-4000-8000-00000000beef', 0);"
+        " CREATE VIEW everything AS SELECT * FROM t;"
+        " CREATE VIEW parts AS SELECT id, json_extract(doc, '$.a') AS a,"
+        "  json_extract(doc, '$.a[2]') AS inner_obj, date(at) AS day FROM t;",
+    )
+    report = run(db, target)
+    assert report.passed and not report.blocking, report
+    assert {v.name: v.ok for v in report.validation.views} == {"everything": True, "parts": True}
+    with psycopg.connect(target) as pg:  # the columns did become typed in PostgreSQL
+        types = dict(
+            pg.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 't'"
+            ).fetchall()
+        )
+    assert types == {
+        "id": "bigint",
+        "doc": "jsonb",
+        "at": "timestamp without time zone",
+        "opens": "time without time zone",
+        "ref": "uuid",
+        "flag": "boolean",
+    }
+
+
 def test_a_remigration_keeps_the_privileges_roles_had(tmp_path, migrated_target):
     """The application often connects as its own role: the tables that replace the
     old ones get the privileges the old ones gave (table, view and column grants, an
@@ -1061,7 +1097,7 @@ def test_triggers_compute_dates_from_new_rows_as_sqlite(tmp_path, target):
         ("2024-12-31", "1"),
         ("2025-03-01", "0"),
     ]
-    assert want[1][2] == "2025-01-01 06:15:00"
+    assert want[1][2] == "2025-01-01 06:15:00.000000"  # SQLite's text, read as a timestamp
 
 
 def test_order_by_collate_nocase_sorts_as_sqlite(tmp_path, target):

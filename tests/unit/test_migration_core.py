@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, time, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID
 
@@ -521,6 +522,42 @@ def test_digests_hash_the_copy_text_only_where_it_is_one_to_one():
 )
 def test_view_cells_compare_loosely_across_engines(cell, loose):
     assert loose_value(cell) == loose
+
+
+@pytest.mark.parametrize(
+    ("sqlite_cell", "postgres_cell"),
+    [
+        ('{"zeta":1,"a":[1,2.50]}', {"a": [1, 2.5], "zeta": 1}),  # jsonb as psycopg parses it
+        ('{"zeta":1,"a":[1,2.50]}', '{"a": [1, 2.50], "zeta": 1}'),  # jsonb as text
+        ("2024-01-02T03:04:05.123", datetime(2024, 1, 2, 3, 4, 5, 123000)),
+        ("2024-01-02 03:04", datetime(2024, 1, 2, 3, 4)),
+        ("2024-01-02 03:04:05", datetime(2024, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))),
+        ("09:30", time(9, 30)),
+        ("18:45:10.5", time(18, 45, 10, 500000)),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", UUID("0f8fad5b-d9cb-469f-a165-70867728950e")),
+    ],
+)
+def test_view_cells_read_text_as_the_value_postgresql_returns(sqlite_cell, postgres_cell):
+    assert loose_value(sqlite_cell) == loose_value(postgres_cell)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ('{"a": 1}', {"a": 2}),
+        ('{"a": "1"}', {"a": 1}),  # a string is not a number
+        ('{"a": true}', {"a": 1}),
+        ('{"a": null}', {}),
+        ("[1, 2]", [2, 1]),
+        ("2024-01-02 03:04:05", datetime(2024, 1, 2, 3, 4, 6)),
+        ("2024-01-02 03:04:05", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).replace(hour=4)),
+        ("09:30", time(9, 31)),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", UUID(int=1)),
+        ("{not json", {"not": "json"}),
+    ],
+)
+def test_view_cells_that_differ_still_differ(one, other):
+    assert loose_value(one) != loose_value(other)
 
 
 def test_copy_lines_of_wide_tables_split_printf_and_quote_like_csv():
