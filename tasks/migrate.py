@@ -1116,7 +1116,10 @@ def rehearse(dsn: str, password: str, plan: Plan) -> None:
     stops the migration before the copy rather than after it. Empty tables make it
     take milliseconds; errors that only data can raise are for the validation."""
     taken = {ix.name for t in plan.tables for ix in t.indexes}
-    uuid_way = "for a uuid column it reads, policy 'text' keeps that column text"
+    uuid_way = (  # text functions on a column that became uuid, a timestamp, jsonb…
+        "for a typed column it reads as text (uuid, timestamp, jsonb…), policy 'text'"
+        " (TABLE.COLUMN: text) keeps that column text"
+    )
     steps: list[tuple[str, str, str]] = []  # (what, SQL, the way out)
     for t in plan.tables:
         indexes = index_sql(t, STAGE, taken)

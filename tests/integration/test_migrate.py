@@ -1011,6 +1011,33 @@ def test_views_selecting_json_datetime_time_and_uuid_columns_pass_the_check(tmp_
     }
 
 
+def test_a_view_reading_a_datetime_as_text_fails_before_the_copy_and_policy_text_fixes_it(
+    tmp_path, target
+):
+    """substr() of a DATETIME column that became a timestamp does not exist in
+    PostgreSQL: the rehearsal stops the migration before anything is copied and names
+    the way out; with that column kept text, the view runs and matches on both sides."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, at DATETIME NOT NULL);"
+        " INSERT INTO t (at) VALUES ('2024-01-02 03:04:05'), ('2024-03-04 05:06:07.5');"
+        " CREATE VIEW days AS SELECT substr(at, 1, 7) AS month, count(*) AS n FROM t GROUP BY 1;",
+    )
+    before = fingerprint(target)
+    with pytest.raises(MigrationError) as info:
+        run(db, target)
+    assert "view 'days' would fail in PostgreSQL" in str(info.value)
+    assert "policy 'text' (TABLE.COLUMN: text)" in str(info.value)
+    assert fingerprint(target) == before
+    report = run(db, target, policies={"t.at": "text"})
+    assert report.passed and [(v.name, v.ok) for v in report.validation.views] == [("days", True)]
+    with psycopg.connect(target) as pg:
+        assert pg.execute("SELECT * FROM days ORDER BY 1").fetchall() == [
+            ("2024-01", 1),
+            ("2024-03", 1),
+        ]
+
+
 def test_a_remigration_keeps_the_privileges_roles_had(tmp_path, migrated_target):
     """The application often connects as its own role: the tables that replace the
     old ones get the privileges the old ones gave (table, view and column grants, an
