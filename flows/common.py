@@ -26,15 +26,19 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_logger
 from prefect_docker import DockerRegistryCredentials
+from pydantic import SecretStr
 
 from blocks.docker_host import DockerHostTarget
+from blocks.postgres import PostgresDatabase
 from blocks.service import ServiceSpec
 from tasks.core import history, validate
 from tasks.core.errors import ConfigError, ReleaseLocked
+from tasks.core.haproxy import backend_name
 from tasks.core.messages import record_markdown
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord, utcnow
 from tasks.core.redact import redact
 from tasks.deploy.docker_host import DockerHost, registry_auth_config
+from tasks.deploy.haproxy import HAProxyRuntime
 from tasks.ledger import Ledger
 from tasks.notify import send
 
@@ -94,7 +98,21 @@ def load_context(
     note = _load(Block, notifier, "notifier") if notifier else None
     if note is not None and not isinstance(note, NotificationBlock):
         raise ConfigError("notifier", f"{notifier!r} is not a notification block")
-    return Context(environment, spec, host, creds, note)
+    return _on_its_database(Context(environment, spec, host, creds, note))
+
+
+def _on_its_database(ctx: Context) -> Context:
+    """The service as this environment must start it: after a cutover, every version
+    gets DATABASE_URL of the database the data moved into. The service block is
+    shared by environments, so the cutover is remembered per environment, in the
+    ledger, not written into the block."""
+    name = history.database(ctx.ledger.records())
+    if name is None:
+        return ctx
+    db = _load(PostgresDatabase, name, "database")
+    env = {**ctx.service.secret_env, "DATABASE_URL": SecretStr(db.dsn_for_service())}
+    ctx.service = ctx.service.model_copy(update={"secret_env": env})
+    return ctx
 
 
 def current_flow_run() -> tuple[str, str | None]:
@@ -209,6 +227,7 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
     ):
         client.restore(ctx.service, good.version, good.image, good.digest, good.release_id)
         actions.append(f"restored {good.version}")
+    actions += thaw_writes(ctx)  # after the good version is back: writes go to it
     for rec in stale:
         actions += [f"removed {name}" for name in client.discard(ctx.service, rec.release_id)]
         finish(
@@ -220,3 +239,25 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
             rolled_back_to=good.version if good else None,
         )
     return actions
+
+
+def thaw_writes(ctx: Context) -> list[str]:
+    """Lift a write freeze that no live release will lift.
+
+    A release that migrates freezes writes at the proxy and thaws them itself,
+    on success or failure; a release killed during its freeze (SIGKILL, a lost
+    worker, a cancel) cannot, and writes would get 503 until someone edited
+    HAProxy by hand. Recovery runs under the environment lock, so no release is
+    mid-freeze: a frozen entry is a leftover, and thawing it loses nothing
+    (nothing wrote anywhere while it was frozen).
+    """
+    freeze_map = ctx.target.freeze_map
+    if not freeze_map:
+        return []
+    runtime = HAProxyRuntime(ctx.target.proxy_admin)
+    backend = backend_name(ctx.service.name, ctx.environment)
+    if not runtime.writes_frozen(freeze_map, backend):
+        return []
+    runtime.thaw_writes(freeze_map, backend)
+    log.warning("writes to %s were still frozen by a release that died; thawed", backend)
+    return [f"thawed writes to {backend}"]

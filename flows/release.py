@@ -28,13 +28,14 @@ from flows.common import (
     finish,
     load_context,
     recover,
+    thaw_writes,
     timed,
 )
 from flows.migrate import cutover_migration
 from flows.verify import load_test
 from tasks.build import build_image
 from tasks.core import history, validate
-from tasks.core.errors import ConfigError, ReleaseRolledBack, ShipyardError
+from tasks.core.errors import ConfigError, ProxyError, ReleaseRolledBack, ShipyardError
 from tasks.core.haproxy import backend_name
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
 from tasks.deploy.haproxy import HAProxyRuntime
@@ -234,6 +235,7 @@ def release(
                 Outcome.CRASHED,
                 "the flow process died (no hooks ran); recovered by the next release",
             )
+        thaw_writes(ctx)  # a release killed after recording success, before its thaw
         record = ctx.ledger.write(
             ReleaseRecord(
                 release_id=run_id,
@@ -244,6 +246,7 @@ def release(
                 flow_run_id=run_id,
                 flow_run_name=run_name,
                 image=f"{ctx.service.image_repository}:{version}",
+                database=database if db is not None else None,
             )
         )
         progress = cast(
@@ -334,12 +337,6 @@ def release(
                 raise ReleaseRolledBack(
                     "the release transaction was rolled back after a failed attempt"
                 )
-            if frozen_at is not None:
-                thaw()
-                record = ctx.ledger.write(
-                    record.with_changes(write_freeze_s=round(time.monotonic() - frozen_at, 3))
-                )
-                logger.info("writes thawed after a %.2f s freeze", record.write_freeze_s)
         except Exception as exc:
             if frozen_at is not None:
                 thaw()  # the old version takes writes again, on its own database
@@ -359,11 +356,29 @@ def release(
                 rolled_back_to=previous,
             )
             raise
+        # Succeeded is recorded before the thaw: once writes reach PostgreSQL the old
+        # version (on SQLite) must never be put back, and a run killed right after the
+        # thaw would otherwise be "in progress" and rolled back by the next recovery.
+        # Killed before the thaw instead, the freeze is lifted by that recovery.
         record = ctx.ledger.write(
             record.with_changes(
-                outcome=Outcome.SUCCEEDED, phases=tuple(phases), current_step="finalize"
+                outcome=Outcome.SUCCEEDED,
+                phases=tuple(phases),
+                current_step="finalize",
+                write_freeze_s=None
+                if frozen_at is None
+                else round(time.monotonic() - frozen_at, 3),
             )
         )
+        if frozen_at is not None:
+            try:
+                thaw()
+            except ShipyardError as exc:
+                raise ProxyError(
+                    f"{version} is released, but writes to it are still frozen: {exc}",
+                    hint="run the recover flow (the maintenance schedule runs it too): it thaws them",
+                ) from exc
+            logger.info("writes thawed after a %.2f s freeze", record.write_freeze_s)
         step("finalize", finalize, ctx, deployment)
         return finish(ctx, record, phases=tuple(phases), current_step=None)
 

@@ -48,6 +48,15 @@ def rollback(
         }
         chosen = history.resolve_rollback_target(records, to, retained)
         now = history.current(records)
+        cut = history.cutover(records)
+        if cut is not None and chosen.started_at < cut.started_at:
+            logger.warning(
+                "%s was released before the data moved to PostgreSQL (%s): it starts with"
+                " DATABASE_URL of %r; a version that cannot use it would serve the old file",
+                chosen.version,
+                cut.version,
+                cut.database,
+            )
         assert chosen.image and chosen.digest
         logger.info(
             "rolling back %s from %s to %s",

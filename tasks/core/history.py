@@ -20,6 +20,24 @@ def current(records: Sequence[ReleaseRecord]) -> ReleaseRecord | None:
     return timeline[-1] if timeline else None
 
 
+def cutover(records: Sequence[ReleaseRecord]) -> ReleaseRecord | None:
+    """The environment's last successful cutover: since then its data lives in that
+    release's database. A cutover that failed put the old version back on its own
+    file, so only a successful one counts."""
+    for rec in reversed(serving_timeline(records)):
+        if rec.database:
+            return rec
+    return None
+
+
+def database(records: Sequence[ReleaseRecord]) -> str | None:
+    """The Postgres Database block every version this environment starts (a release,
+    a rollback, a recovery) must get, or None while the data never moved: a version
+    started without it would serve the file left behind."""
+    cut = cutover(records)
+    return cut.database if cut else None
+
+
 def in_progress(records: Sequence[ReleaseRecord]) -> list[ReleaseRecord]:
     return [r for r in records if r.outcome == Outcome.IN_PROGRESS]
 

@@ -121,6 +121,8 @@ class ReleaseRecord(Frozen):
     rolled_back_to: str | None = None
     marked_bad: bool = False
     write_freeze_s: float | None = None  # a database cutover refused writes this long
+    # the Shipyard Postgres Database block this release moved the data into (a cutover)
+    database: str | None = None
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

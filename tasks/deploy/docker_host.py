@@ -8,6 +8,8 @@ stays running so that rollback is a proxy switch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,24 @@ def _labels(
         f"{LABEL}.version": version,
         f"{LABEL}.digest": digest,
         f"{LABEL}.release": release_id,
+        f"{LABEL}.config": config_digest(service, version),
     }
+
+
+def config_digest(service: ServiceSpec, version: str) -> str:
+    """What a container was started with (environment, secrets included, volumes,
+    port), hashed: a warm container is reused only when it matches. After a cutover
+    the same image must run with DATABASE_URL; the standby started before it, on the
+    old SQLite file, must not be switched back into service. Anyone who can read the
+    label can read the container's environment itself; the hash reveals no more."""
+    text = json.dumps(
+        [
+            sorted(service.container_env(version).items()),
+            sorted(service.volumes.items()),
+            service.port,
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class DockerHost:
@@ -246,6 +265,7 @@ class DockerHost:
             c
             for c in self._containers(service, all=False)
             if c.labels.get(f"{LABEL}.digest") == digest
+            and c.labels.get(f"{LABEL}.config") == config_digest(service, version)
             and (previous is None or c.id != previous.id)
         ]
         slot = other_slot(previous.slot) if previous else "blue"

@@ -123,5 +123,55 @@ def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
             f"cutover: {len(writer.acked)} acknowledged writes, {writer.refused} refused during a "
             f"{record.write_freeze_s:.2f} s freeze, 0 lost"
         )
+        assert record.database == "cutover-pg"
+        _later_versions_run_on_postgres(stack, pg.dsn)
+        _recovery_thaws_a_freeze_left_by_a_dead_release(stack, pg.dsn)
     finally:
         services.stop(pg.proc)
+
+
+def _served_votes(stack) -> int:
+    stats: dict[str, Any] = httpx.get(stack.proxy.urls["staging"] + "/stats", timeout=10).json()
+    return int(stats["votes"])
+
+
+def _later_versions_run_on_postgres(stack, dsn: str) -> None:
+    """The data lives in PostgreSQL now: rolling back to the version released before
+    the cutover starts it with DATABASE_URL too. Its warm standby, started on the
+    SQLite file, must not be switched back into service (it would serve the file)."""
+    from flows.rollback import rollback
+
+    back = rollback(**stack.params("staging"), to="sqlite1", lock_timeout_s=60)
+    assert back.outcome == "succeeded", back.reason
+    health = httpx.get(stack.proxy.urls["staging"] + "/health", timeout=10)
+    assert health.headers["x-app-version"] == "sqlite1"
+    with psycopg.connect(dsn) as conn:
+        pg_votes = conn.execute("SELECT count(*) FROM votes").fetchone()[0]
+    assert _served_votes(stack) == pg_votes
+
+
+def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:
+    """A release killed while writes were frozen cannot thaw them: the recover flow
+    (also run by maintenance, and at the start of every release) does."""
+    from blocks import DockerHostTarget
+    from flows.recover import recover
+    from tasks.core.haproxy import backend_name
+    from tasks.deploy.haproxy import HAProxyRuntime
+
+    target = DockerHostTarget.load(f"{stack.service}-staging")
+    assert target.freeze_map
+    runtime = HAProxyRuntime(target.proxy_admin)
+    backend = backend_name(stack.service, "staging")
+    runtime.freeze_writes(target.freeze_map, backend)  # as the release left it
+    rid = uuid.uuid4().hex
+    body = {"bill_id": 1, "member_id": 1, "position": "nay", "request_id": rid}
+    url = stack.proxy.urls["staging"] + "/votes"
+    assert httpx.post(url, json=body, timeout=10).status_code == 503
+    actions = recover(**stack.params("staging"), lock_timeout_s=60)
+    assert f"thawed writes to {backend}" in actions
+    assert not runtime.writes_frozen(target.freeze_map, backend)
+    assert httpx.post(url, json=body, timeout=10).status_code == 201
+    with psycopg.connect(dsn) as conn:  # written by sqlite1, on PostgreSQL
+        assert conn.execute(
+            "SELECT count(*) FROM votes WHERE request_id = %s", (rid,)
+        ).fetchone() == (1,)

@@ -184,3 +184,17 @@ def test_error_tree_carries_step_and_hint():
         and err.step == "smoke-check"
         and str(err) == "bad (hint: look)"
     )
+
+
+def test_the_environments_database_is_that_of_its_last_successful_cutover():
+    """A failed cutover put the old version back on its file: it does not count. After
+    a successful one, every later version (a rollback too) runs on that database."""
+    failed = rec("pg0", Outcome.ROLLED_BACK).with_changes(database="db-a")
+    assert history.database([*HISTORY, failed]) is None
+    assert history.cutover([*HISTORY, failed]) is None
+    moved = rec("pg1").with_changes(database="db-a")
+    hist = [*HISTORY, failed, moved, rec("v6"), rec("v5", kind="rollback")]
+    assert history.database(hist) == "db-a"
+    assert history.cutover(hist) == moved
+    again = rec("pg2").with_changes(database="db-b")
+    assert history.database([*hist, again, rec("v7", Outcome.FAILED)]) == "db-b"
