@@ -339,7 +339,12 @@ def release(
                 )
         except Exception as exc:
             if frozen_at is not None:
-                thaw()  # the old version takes writes again, on its own database
+                try:
+                    thaw()  # the old version takes writes again, on its own database
+                except ShipyardError as proxy_exc:  # recording the failure comes first
+                    logger.error(
+                        "writes are still frozen (%s); the recover flow thaws them", proxy_exc
+                    )
             failed = (
                 getattr(exc, "step", None)
                 if isinstance(exc, ShipyardError)
@@ -393,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notifier")
     parser.add_argument("--trigger", default="cli")
     parser.add_argument("--lock-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--migrate-from", help="SQLite file the running version writes: cut over to PostgreSQL"
+    )
+    parser.add_argument("--database", help="Shipyard Postgres Database block to cut over to")
     args = parser.parse_args(argv)
     try:
         record = release(
@@ -404,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             notifier=args.notifier,
             trigger=args.trigger,
             lock_timeout_s=args.lock_timeout,
+            migrate_from=args.migrate_from,
+            database=args.database,
         )
     except ShipyardError as exc:
         print(f"release failed: {exc}", file=sys.stderr)

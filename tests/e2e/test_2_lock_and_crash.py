@@ -16,7 +16,9 @@ from tests.conftest import Stack
 from tests.e2e.test_1_release_docker import records, served_version
 
 
-def start_release(stack: Stack, version: str, env: str = "staging") -> subprocess.Popen[bytes]:
+def start_release(
+    stack: Stack, version: str, env: str = "staging", *extra: str
+) -> subprocess.Popen[bytes]:
     """A release in its own process, its output in a file: a pipe nobody reads until
     the end fills up (64 KB of build and Prefect logs) and blocks the release in a
     write() before it ever deploys."""
@@ -38,6 +40,7 @@ def start_release(stack: Stack, version: str, env: str = "staging") -> subproces
             p["registry"],
             "--notifier",
             p["notifier"],
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -175,3 +175,81 @@ def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:
         assert conn.execute(
             "SELECT count(*) FROM votes WHERE request_id = %s", (rid,)
         ).fetchone() == (1,)
+
+
+def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, docker_client):
+    """The release process is killed -9 while writes are frozen: no hook runs, so the
+    freeze stays until the recover flow, which thaws it with the previous version still
+    serving on its SQLite file. Every write acknowledged before, during and after is there."""
+    import os
+    import signal
+    import sqlite3
+
+    from blocks import DockerHostTarget
+    from blocks.postgres import PostgresDatabase
+    from flows.recover import recover
+    from tasks.core import history
+    from tasks.core.haproxy import backend_name
+    from tasks.deploy.haproxy import HAProxyRuntime
+    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_2_lock_and_crash import output, start_release
+
+    env = "production"
+    if not any(r.outcome == "succeeded" for r in records(stack, env)):  # this file run alone
+        from flows.release import release
+
+        assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
+    before = served_version(stack, env)
+    target = DockerHostTarget.load(f"{stack.service}-{env}")
+    assert target.freeze_map
+    runtime = HAProxyRuntime(target.proxy_admin)
+    backend = backend_name(stack.service, env)
+    sqlite_path = docker_client.volumes.get(f"{stack.service}-data").attrs["Mountpoint"]
+    sqlite_path += "/congress.db"
+    pg = services.start_postgres(services.tmpdir("shipyard-pg-kill-"))
+    writer = Writer(stack.proxy.urls[env])
+    try:
+        PostgresDatabase(dsn=SecretStr(pg.dsn)).save("kill-pg", overwrite=True)
+        writer.start()
+        time.sleep(1)
+        proc = start_release(
+            stack, "pg1", env, "--migrate-from", sqlite_path, "--database", "kill-pg"
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not runtime.writes_frozen(target.freeze_map, backend):
+                assert proc.poll() is None, output(proc)
+                assert time.monotonic() < deadline, "writes were never frozen"
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        time.sleep(1)
+        assert runtime.writes_frozen(target.freeze_map, backend)  # nobody thawed them
+        actions = recover(**stack.params(env), lock_timeout_s=150)
+        assert f"thawed writes to {backend}" in actions
+        time.sleep(1.5)
+        writer.stop.set()
+        writer.join(30)
+    finally:
+        writer.stop.set()
+        services.stop(pg.proc)
+    assert writer.refused > 0  # the freeze was real: writes were refused, then retried
+    assert served_version(stack, env) == before
+    crashed = next(r for r in records(stack, env) if r.version == "pg1")
+    assert crashed.outcome == "crashed" and crashed.failed_step == "migrate"
+    assert history.database(records(stack, env)) is None  # production still runs on SQLite
+    conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    try:
+        stored = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT request_id FROM votes WHERE request_id IN ({','.join('?' * len(writer.acked))})",
+                list(writer.acked),
+            )
+        }
+    finally:
+        conn.close()
+    assert writer.acked and set(writer.acked) == stored
