@@ -234,8 +234,9 @@ def release(
                 stale,
                 Outcome.CRASHED,
                 "the flow process died (no hooks ran); recovered by the next release",
-            )
-        thaw_writes(ctx)  # a release killed after recording success, before its thaw
+            )  # which thaws writes too
+        else:
+            thaw_writes(ctx)  # a release killed after recording success, before its thaw
         record = ctx.ledger.write(
             ReleaseRecord(
                 release_id=run_id,

@@ -261,11 +261,12 @@ class DockerHost:
         """Start (or reuse a warm) container of `version` and move traffic to it."""
         backend = self._backend(service)
         previous = self.serving(service)
+        config = config_digest(service, version)
         warm = [
             c
             for c in self._containers(service, all=False)
             if c.labels.get(f"{LABEL}.digest") == digest
-            and c.labels.get(f"{LABEL}.config") == config_digest(service, version)
+            and c.labels.get(f"{LABEL}.config") == config
             and (previous is None or c.id != previous.id)
         ]
         slot = other_slot(previous.slot) if previous else "blue"

@@ -150,26 +150,31 @@ def _later_versions_run_on_postgres(stack, dsn: str) -> None:
     assert _served_votes(stack) == pg_votes
 
 
-def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:
-    """A release killed while writes were frozen cannot thaw them: the recover flow
-    (also run by maintenance, and at the start of every release) does."""
+def _freeze_switch(stack, env: str) -> tuple[Any, str, str]:
+    """(HAProxy runtime, freeze map, backend) of an environment."""
     from blocks import DockerHostTarget
-    from flows.recover import recover
     from tasks.core.haproxy import backend_name
     from tasks.deploy.haproxy import HAProxyRuntime
 
-    target = DockerHostTarget.load(f"{stack.service}-staging")
+    target = DockerHostTarget.load(f"{stack.service}-{env}")
     assert target.freeze_map
-    runtime = HAProxyRuntime(target.proxy_admin)
-    backend = backend_name(stack.service, "staging")
-    runtime.freeze_writes(target.freeze_map, backend)  # as the release left it
+    return HAProxyRuntime(target.proxy_admin), target.freeze_map, backend_name(stack.service, env)
+
+
+def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:
+    """A release killed while writes were frozen cannot thaw them: the recover flow
+    (also run by maintenance, and at the start of every release) does."""
+    from flows.recover import recover
+
+    runtime, freeze_map, backend = _freeze_switch(stack, "staging")
+    runtime.freeze_writes(freeze_map, backend)  # as the release left it
     rid = uuid.uuid4().hex
     body = {"bill_id": 1, "member_id": 1, "position": "nay", "request_id": rid}
     url = stack.proxy.urls["staging"] + "/votes"
     assert httpx.post(url, json=body, timeout=10).status_code == 503
     actions = recover(**stack.params("staging"), lock_timeout_s=60)
     assert f"thawed writes to {backend}" in actions
-    assert not runtime.writes_frozen(target.freeze_map, backend)
+    assert not runtime.writes_frozen(freeze_map, backend)
     assert httpx.post(url, json=body, timeout=10).status_code == 201
     with psycopg.connect(dsn) as conn:  # written by sqlite1, on PostgreSQL
         assert conn.execute(
@@ -185,12 +190,9 @@ def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, 
     import signal
     import sqlite3
 
-    from blocks import DockerHostTarget
     from blocks.postgres import PostgresDatabase
     from flows.recover import recover
     from tasks.core import history
-    from tasks.core.haproxy import backend_name
-    from tasks.deploy.haproxy import HAProxyRuntime
     from tests.e2e.test_1_release_docker import records, served_version
     from tests.e2e.test_2_lock_and_crash import output, start_release
 
@@ -200,10 +202,7 @@ def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, 
 
         assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
     before = served_version(stack, env)
-    target = DockerHostTarget.load(f"{stack.service}-{env}")
-    assert target.freeze_map
-    runtime = HAProxyRuntime(target.proxy_admin)
-    backend = backend_name(stack.service, env)
+    runtime, freeze_map, backend = _freeze_switch(stack, env)
     sqlite_path = docker_client.volumes.get(f"{stack.service}-data").attrs["Mountpoint"]
     sqlite_path += "/congress.db"
     pg = services.start_postgres(services.tmpdir("shipyard-pg-kill-"))
@@ -217,7 +216,7 @@ def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, 
         )
         try:
             deadline = time.monotonic() + 240
-            while not runtime.writes_frozen(target.freeze_map, backend):
+            while not runtime.writes_frozen(freeze_map, backend):
                 assert proc.poll() is None, output(proc)
                 assert time.monotonic() < deadline, "writes were never frozen"
                 time.sleep(0.02)
@@ -227,7 +226,7 @@ def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, 
             if proc.poll() is None:
                 proc.kill()
         time.sleep(1)
-        assert runtime.writes_frozen(target.freeze_map, backend)  # nobody thawed them
+        assert runtime.writes_frozen(freeze_map, backend)  # nobody thawed them
         actions = recover(**stack.params(env), lock_timeout_s=150)
         assert f"thawed writes to {backend}" in actions
         time.sleep(1.5)
