@@ -237,6 +237,19 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
     """
     actions: list[str] = []
     client = ctx.client()
+    for rec in [r for r in stale if r.writes_thawed]:
+        # it died after thawing writes onto its database, before any write-back: putting
+        # the old version back on its file would lose them, so the new version serves on
+        finish(
+            ctx,
+            rec,
+            outcome=Outcome.KEPT,
+            failed_step=rec.failed_step or rec.current_step or "unknown",
+            reason=f"{reason}; writes had reached its database, so it keeps serving"
+            " (the rollback flow starts an earlier version on that database)",
+        )
+        actions.append(f"kept {rec.version}: its writes are in its database")
+    stale = [r for r in stale if not r.writes_thawed]
     good = history.current(ctx.ledger.records())
     serving = client.serving(ctx.service)
     if (

@@ -413,6 +413,7 @@ class Cutover(BaseModel):
     bulk_s: float
     frozen_at: float  # time.monotonic() when writes were frozen
     validation: m.Validation
+    plan: m.Plan  # what was migrated: how to write PostgreSQL's rows back, should the release fail
 
 
 @task(name="migrate", cache_policy=NO_CACHE)
@@ -473,4 +474,5 @@ def cutover_migration(
             bulk_s=round(bulk_s, 3),
             frozen_at=frozen_at,
             validation=validation,
+            plan=plan,
         )

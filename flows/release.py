@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -31,7 +33,7 @@ from flows.common import (
     thaw_writes,
     timed,
 )
-from flows.migrate import cutover_migration
+from flows.migrate import Cutover, cutover_migration
 from flows.verify import load_test
 from tasks.build import build_image
 from tasks.core import history, validate
@@ -43,6 +45,7 @@ from tasks.notify import send
 from tasks.registry import find_released_image, push_image
 from tasks.rollout import deploy
 from tasks.smoke import smoke_check
+from tasks.writeback import write_back
 
 PHASES = ("build-image", "push-image", "migrate", "deploy", "smoke-check", "load-test", "finalize")
 
@@ -119,6 +122,66 @@ def _cutover_inputs(
         raise ConfigError("database", f"no Shipyard Postgres Database block {database!r}") from exc
     db.validate_target()
     return db
+
+
+@dataclass
+class WriteBackGuard:
+    """A cutover release thawed writes onto PostgreSQL before its load test; should the
+    release be undone, the deploy's rollback hook calls this first. Writes are frozen
+    again, what PostgreSQL took is written back into the SQLite file, and only then may
+    the old version take traffic (True). If the write-back fails, writes are thawed on
+    the new version, which keeps serving (False): going back would lose them."""
+
+    ctx: Context
+    release_id: str
+    sqlite_path: str
+    database: PostgresDatabase
+    cut: Cutover
+    freeze: Callable[[], None]
+    thaw: Callable[[], None]
+    drain_s: float = 0.5
+    kept: str | None = None  # why the new version keeps serving
+    rows: int | None = None  # rows written back
+    refrozen_at: float | None = None  # writes frozen again (until the release thaws them)
+    frozen_s: float = 0.0  # how long a failed write-back kept them frozen
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WriteBackGuard:
+        """Prefect hands hooks a deep copy of what the transaction stores: the guard is
+        shared instead, so the flow sees what the hook did."""
+        return self
+
+    def __call__(self) -> bool:
+        log = get_run_logger_safe()
+        started = time.monotonic()
+        try:
+            self.freeze()
+            self.refrozen_at = time.monotonic()
+            time.sleep(self.drain_s)  # writes already inside the new version finish
+            dsn, password = self.database.get_client()
+            done = write_back(
+                Path(self.sqlite_path), dsn, password, self.cut.plan, self.database.target_schema
+            )
+        except Exception as exc:  # noqa: BLE001 - called from a rollback hook, which never raises
+            self.kept = f"{type(exc).__name__}: {exc}"
+            log.error("the write-back failed, the new version keeps serving: %s", self.kept)
+            try:
+                self.thaw()
+            except Exception as thaw_exc:  # noqa: BLE001 - the recover flow thaws them
+                log.error("writes are still frozen (%s); the recover flow thaws them", thaw_exc)
+            self.frozen_s = round(time.monotonic() - started, 3)
+            return False
+        self.rows = sum(done.rows.values())
+        rec = self.ctx.ledger.get(self.release_id)
+        if rec is not None:  # a run killed from here on is recovered as any other
+            self.ctx.ledger.write(rec.with_changes(writes_thawed=False, written_back=self.rows))
+        log.warning(
+            "wrote %d row(s) PostgreSQL took since the thaw back into %s in %.2f s: %s",
+            self.rows,
+            self.sqlite_path,
+            done.seconds,
+            done.rows,
+        )
+        return True
 
 
 def get_run_logger_safe() -> Any:
@@ -200,6 +263,7 @@ def release(
     rebuild: bool = False,
     migrate_from: str | None = None,
     database: str | None = None,
+    thaw_before_load: bool = True,
 ) -> ReleaseRecord:
     """Release `version` of `service` to `environment`; the previous version keeps serving on failure.
 
@@ -214,7 +278,12 @@ def release(
     data to PostgreSQL with a zero-loss cutover: bulk copy while the old
     version serves, then writes are frozen at the proxy (503 + Retry-After),
     the last changes are caught up, validated and swapped in, the new version
-    starts on PostgreSQL, and writes are thawed once it passed its checks.
+    starts on PostgreSQL, and writes are thawed once it passed its smoke checks.
+    Its load test then runs with writes flowing (`thaw_before_load`); should it
+    fail, writes are frozen again, what PostgreSQL took is written back into the
+    SQLite file, and the old version returns on it. If that write-back fails,
+    the new version keeps serving (outcome `kept`): going back would lose writes.
+    With `thaw_before_load` off, the freeze lasts through the load test instead.
     """
     validate.version(version)
     ctx = load_context(environment, service, target, registry, notifier)
@@ -256,6 +325,9 @@ def release(
         phases: list[PhaseTiming] = []
         switched = False
         frozen_at: float | None = None
+        thawed_at: float | None = None
+        cut: Cutover | None = None
+        guard: WriteBackGuard | None = None
         runtime = HAProxyRuntime(ctx.target.proxy_admin)
         backend = backend_name(ctx.service.name, environment)
         freeze_map = ctx.target.freeze_map or ""
@@ -324,6 +396,25 @@ def release(
                     smoke_deadline_s,
                 )
                 policy = ctx.service.load_policy
+                if policy is not None and cut is not None and thaw_before_load:
+                    assert migrate_from is not None and db is not None
+                    guard = WriteBackGuard(
+                        ctx,
+                        run_id,
+                        migrate_from,
+                        db,
+                        cut,
+                        lambda: runtime.freeze_writes(freeze_map, backend),
+                        thaw,
+                    )
+                    txn.set("write_back", guard)  # the deploy's rollback hook calls it
+                    record = ctx.ledger.write(record.with_changes(writes_thawed=True))
+                    thaw()
+                    thawed_at = time.monotonic()
+                    logger.info(
+                        "writes thawed after a %.2f s freeze, before the load test",
+                        thawed_at - (frozen_at or thawed_at),
+                    )
                 if policy is not None:
                     step(
                         "load-test",
@@ -352,14 +443,25 @@ def release(
                 else record.current_step
             )
             previous = deployment.previous.version if switched and deployment.previous else None
+            kept = guard is not None and guard.kept is not None
+            reason = f"{type(exc).__name__}: {exc}"
+            if guard is not None and guard.kept is not None:
+                reason += f"; {version} keeps serving, the write-back failed: {guard.kept}"
             finish(
                 ctx,
                 record,
-                outcome=Outcome.ROLLED_BACK if switched else Outcome.FAILED,
+                outcome=Outcome.KEPT
+                if kept
+                else Outcome.ROLLED_BACK
+                if switched
+                else Outcome.FAILED,
                 failed_step=failed or record.current_step,
-                reason=f"{type(exc).__name__}: {exc}",
+                reason=reason,
                 phases=tuple(phases),
-                rolled_back_to=previous,
+                rolled_back_to=None if kept else previous,
+                writes_thawed=kept,
+                written_back=guard.rows if guard is not None else None,
+                write_freeze_s=_freeze_s(frozen_at, thawed_at, guard),
             )
             raise
         # Succeeded is recorded before the thaw: once writes reach PostgreSQL the old
@@ -371,12 +473,11 @@ def release(
                 outcome=Outcome.SUCCEEDED,
                 phases=tuple(phases),
                 current_step="finalize",
-                write_freeze_s=None
-                if frozen_at is None
-                else round(time.monotonic() - frozen_at, 3),
+                writes_thawed=False,
+                write_freeze_s=_freeze_s(frozen_at, thawed_at, guard),
             )
         )
-        if frozen_at is not None:
+        if frozen_at is not None and thawed_at is None:
             try:
                 thaw()
             except ShipyardError as exc:
@@ -387,6 +488,22 @@ def release(
             logger.info("writes thawed after a %.2f s freeze", record.write_freeze_s)
         step("finalize", finalize, ctx, deployment)
         return finish(ctx, record, phases=tuple(phases), current_step=None)
+
+
+def _freeze_s(
+    frozen_at: float | None, thawed_at: float | None, guard: WriteBackGuard | None
+) -> float | None:
+    """How long writes were refused: the cutover's freeze, plus a write-back's (until now,
+    when the old version is back and its writes are about to thaw)."""
+    if frozen_at is None:
+        return None
+    now = time.monotonic()
+    again = 0.0
+    if guard is not None and guard.kept is not None:
+        again = guard.frozen_s
+    elif guard is not None and guard.refrozen_at is not None:
+        again = now - guard.refrozen_at
+    return round((thawed_at or now) - frozen_at + again, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,6 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         "--migrate-from", help="SQLite file the running version writes: cut over to PostgreSQL"
     )
     parser.add_argument("--database", help="Shipyard Postgres Database block to cut over to")
+    parser.add_argument(
+        "--freeze-through-load",
+        action="store_true",
+        help="keep writes frozen through the load test (no write-back should it fail)",
+    )
     args = parser.parse_args(argv)
     try:
         record = release(
@@ -416,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             lock_timeout_s=args.lock_timeout,
             migrate_from=args.migrate_from,
             database=args.database,
+            thaw_before_load=not args.freeze_through_load,
         )
     except ShipyardError as exc:
         print(f"release failed: {exc}", file=sys.stderr)

@@ -593,11 +593,14 @@ class Progress:
             self.per_table[table] = self.per_table.get(table, 0) + n
 
 
-def _pg_error(exc: Exception, dsn_secret: str, what: str) -> MigrationError:
+def _pg_error(
+    exc: Exception,
+    dsn_secret: str,
+    what: str,
+    hint: str = "the target is unchanged; fix the cause and re-run",
+) -> MigrationError:
     msg = redact(str(exc).strip(), [dsn_secret])
-    return MigrationError(
-        f"{what}: {msg}", hint="the target is unchanged; fix the cause and re-run"
-    )
+    return MigrationError(f"{what}: {msg}", hint=hint)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -82,6 +83,15 @@ def _undo(txn: Transaction) -> None:
     try:
         deployment: Deployment | None = txn.get("deployment", None)
         if deployment is None:
+            return
+        # a cutover release that thawed writes onto the new version's database puts them
+        # back into the old version's file first; if it cannot, traffic stays
+        write_back: Callable[[], bool] | None = txn.get("write_back", None)
+        if write_back is not None and not write_back():
+            log.error(
+                "not rolled back: %s keeps serving, its writes could not be written back",
+                deployment.version,
+            )
             return
         target: DockerHostTarget = txn.get("target_block")
         client = target.get_client(registry_auth_config(txn.get("registry_block", None)))

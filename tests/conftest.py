@@ -21,7 +21,7 @@ from tests.support import services
 
 _SERVER: services.PrefectServer | None = None
 SERVICE = "congress"
-ENVIRONMENTS = ["staging", "production"]
+ENVIRONMENTS = ["staging", "production", "canary"]  # canary: the last cutover test
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from tasks.core.errors import RollbackRefused
 from tasks.core.models import Outcome, ReleaseRecord
 
-SERVING = (Outcome.SUCCEEDED,)
+# a kept release failed a check but serves on: its writes live only in its database
+SERVING = (Outcome.SUCCEEDED, Outcome.KEPT)
 
 
 def serving_timeline(records: Sequence[ReleaseRecord]) -> list[ReleaseRecord]:

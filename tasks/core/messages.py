@@ -65,6 +65,8 @@ def record_markdown(record: ReleaseRecord, history: Sequence[ReleaseRecord] = ()
         "failed_step",
         "reason",
         "rolled_back_to",
+        "write_freeze_s",
+        "written_back",
     ):
         value = getattr(record, key)
         if value is not None:

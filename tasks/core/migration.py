@@ -174,6 +174,10 @@ class PlanColumn(BaseModel):
     pg_copy: str | None = None  # PostgreSQL expression: the stored value as the COPY rendered it
     copy_field: str = "%s"  # printf() conversion: copy_arg as one CSV field for COPY
     copy_arg: str = ""  # SQLite expression handed to copy_field
+    # how the source held values where the type does not say: a uuid's 'hex' or
+    # 'dashed' text, an interval's 'epoch' datetime, a boolean's 't'/'f' or a bytea's
+    # NUL-holding 'text'; 'generated' for a generated column (SQLite computes it)
+    held: str = ""
 
 
 class PlanIndex(BaseModel):
@@ -583,19 +587,26 @@ def build_plan(
                     c.name,
                 )
             q = quote_ident(c.name)
-            copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(
-                q,
-                pg_type,
-                policy,
-                form=uuid_form(c.declared, st)
+            form = (
+                uuid_form(c.declared, st)
                 if pg_type == "uuid"
                 # an empty column: SQLAlchemy's Interval is declared DATETIME
                 else (
                     "epoch"
                     if pg_type == "interval" and (st.text or "DATE" in c.declared.upper())
                     else ""
-                ),
+                )
             )
+            copy_expr, src_canon, kind, pg_canon, pg_copy = _column_exprs(
+                q, pg_type, policy, form=form
+            )
+            held = form
+            if c.hidden in (2, 3):
+                held = "generated"
+            elif pg_type == "boolean" and st.text and not st.integer:
+                held = "text"
+            elif pg_type == "bytea" and policy == "bytea":
+                held = "text"
             fast_text = c.notnull and pg_type == "text" and policy is None
             if "RANDOMBLOB" in (c.default or "").upper():
                 find(
@@ -629,6 +640,7 @@ def build_plan(
                     canon_kind=kind,
                     pg_canon=pg_canon.format(c=q),
                     pg_copy=None if pg_copy is None else pg_copy.format(c=q),
+                    held=held,
                 )
             )
         booleans = frozenset(c.name.lower() for c in cols if c.pg_type == "boolean")
@@ -1381,13 +1393,15 @@ def bucket_width(rows: int) -> int:
     return width
 
 
+def keyed_where_pg(walk: KeyWalk) -> str:
+    """PostgreSQL WHERE over the given keys (canonical text, one array per column)."""
+    arrays = ", ".join(["%s::text[]"] * len(walk.pg_keys))
+    return f" WHERE ({', '.join(walk.pg_keys)}) IN (SELECT * FROM unnest({arrays}))"
+
+
 def catch_up_delete_sql(t: PlanTable, schema: str, walk: KeyWalk) -> str:
     """Delete the rows of the given keys (canonical text, one array per column)."""
-    arrays = ", ".join(["%s::text[]"] * len(walk.pg_keys))
-    return (
-        f"DELETE FROM {quote_ident(schema)}.{quote_ident(t.name)}"
-        f" WHERE ({', '.join(walk.pg_keys)}) IN (SELECT * FROM unnest({arrays}))"
-    )
+    return f"DELETE FROM {quote_ident(schema)}.{quote_ident(t.name)}{keyed_where_pg(walk)}"
 
 
 def catch_up_where_sql(walk: KeyWalk) -> tuple[Callable[[int], str], int]:

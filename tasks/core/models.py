@@ -90,6 +90,8 @@ class Outcome(StrEnum):
     ROLLED_BACK = "rolled-back"
     CRASHED = "crashed"
     CANCELLED = "cancelled"
+    # failed a check after its writes thawed, and going back would lose them: it serves on
+    KEPT = "kept"
 
 
 class PhaseTiming(Frozen):
@@ -123,6 +125,10 @@ class ReleaseRecord(Frozen):
     write_freeze_s: float | None = None  # a database cutover refused writes this long
     # the Shipyard Postgres Database block this release moved the data into (a cutover)
     database: str | None = None
+    # writes reached that database before the release ended: the old version may only
+    # come back once they are written back into its SQLite file
+    writes_thawed: bool = False
+    written_back: int | None = None  # rows a failed release wrote back into the SQLite file
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

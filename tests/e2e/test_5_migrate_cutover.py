@@ -30,6 +30,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.acked: dict[str, int] = {}
+        self.by_version: dict[str, str] = {}  # request id -> the version that acknowledged it
         self.refused = 0
         self.errors: list[str] = []
         self.stop = threading.Event()
@@ -48,6 +49,7 @@ class Writer(threading.Thread):
                         continue
                     if r.status_code == 201:
                         self.acked[rid] = r.json()["id"]
+                        self.by_version[rid] = r.headers.get("x-app-version", "")
                         break
                     if r.status_code == 503:
                         self.refused += 1
@@ -252,3 +254,242 @@ def test_sigkill_during_the_freeze_then_recover_thaws_and_loses_no_write(stack, 
     finally:
         conn.close()
     assert writer.acked and set(writer.acked) == stored
+
+
+def _stored_in_sqlite(path: str, acked: dict[str, int]) -> dict[str, int]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {
+            r[0]: r[1]
+            for r in conn.execute(
+                f"SELECT request_id, id FROM votes WHERE request_id IN ({','.join('?' * len(acked))})",
+                list(acked),
+            )
+        }
+    finally:
+        conn.close()
+
+
+def test_a_load_test_failing_after_the_thaw_writes_back_and_loses_no_write(stack, docker_client):
+    """Writes thaw onto PostgreSQL once the new version passed its smoke checks, so the
+    freeze does not span the load test. The load test then breaches its SLO: writes are
+    frozen again, what the new version wrote is written back into the SQLite file, and
+    the old version serves it. Every write acknowledged by either version is in the
+    file, under the id the client was given, and ids keep growing without collision."""
+    from flows.release import release
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    env = "production"
+    if not any(r.outcome == "succeeded" for r in records(stack, env)):  # this test run alone
+        assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
+    assert history.database(records(stack, env)) is None
+    before = served_version(stack, env)
+    sqlite_path, pg, writer = _cutover_parts(
+        stack, docker_client, env, "back-pg", "congress-cut-slo", _slo_breach()
+    )
+    try:
+        writer.start()
+        time.sleep(1)
+        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
+            release(
+                **stack.params(env, version="pg2", service="congress-cut-slo"),
+                migrate_from=sqlite_path,
+                database="back-pg",
+            )
+        time.sleep(1.5)  # the old version takes writes again, on its file
+        writer.stop.set()
+        writer.join(30)
+    finally:
+        writer.stop.set()
+        services.stop(pg.proc)
+    assert served_version(stack, env) == before
+    rec = records(stack, env)[-1]
+    assert rec.version == "pg2" and rec.outcome == "rolled-back", rec.reason
+    assert rec.failed_step == "load-test" and not rec.writes_thawed
+    assert rec.write_freeze_s is not None and rec.written_back and rec.written_back > 0
+    assert history.database(records(stack, env)) is None  # production stays on SQLite
+    on_pg = [rid for rid, v in writer.by_version.items() if v == "pg2"]
+    assert on_pg, "the new version took no write between the thaw and the load test's end"
+    assert writer.refused > 0
+    assert not [e for e in writer.errors if e.startswith("5") and not e.startswith("503")]
+    stored = _stored_in_sqlite(sqlite_path, writer.acked)
+    assert stored == writer.acked, (
+        f"{len(set(writer.acked) - set(stored))} acknowledged writes missing from the file"
+    )
+    print(
+        f"write-back: {len(writer.acked)} acknowledged writes, {len(on_pg)} of them by pg2 on"
+        f" PostgreSQL, {rec.written_back} row(s) written back, {rec.write_freeze_s:.2f} s frozen"
+    )
+
+
+def _slo_breach() -> Any:
+    from tasks.core.checks import LoadPolicy
+
+    return LoadPolicy(
+        path="/members?limit=5", duration_s=4, concurrency=2, thresholds=["p(95) < 0.01ms"]
+    )
+
+
+def _stored_in_pg(dsn: str, acked: dict[str, int]) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT request_id, id FROM votes WHERE request_id = ANY(%s)", (list(acked),)
+            )
+        }
+
+
+def _cutover_parts(
+    stack: Any, docker_client: Any, env: str, block: str, service: str, policy: Any
+) -> tuple[str, services.Postgres, Writer]:
+    """(the SQLite file, a PostgreSQL the containers reach, saved as Postgres Database
+    `block`, a writer for `env`) and `service`: the stack's service with `policy`."""
+    from blocks import ServiceSpec
+    from blocks.postgres import PostgresDatabase
+
+    spec = ServiceSpec.load(stack.service)
+    spec.load_policy = policy
+    spec.save(service, overwrite=True)
+    sqlite_path = docker_client.volumes.get(f"{stack.service}-data").attrs["Mountpoint"]
+    gateway = _bridge_gateway(docker_client)
+    pg = services.start_postgres(services.tmpdir(f"shipyard-{block}-"), also_listen=gateway)
+    port = pg.dsn.rsplit(":", 1)[1].split("/")[0]
+    PostgresDatabase(
+        dsn=SecretStr(f"postgresql://postgres@127.0.0.1:{port}/postgres"),
+        service_dsn=SecretStr(f"postgresql://postgres@{gateway}:{port}/postgres"),
+    ).save(block, overwrite=True)
+    return sqlite_path + "/congress.db", pg, Writer(stack.proxy.urls[env])
+
+
+def test_sigkill_after_the_thaw_then_recover_keeps_the_new_version(stack, docker_client):
+    """The release process is killed -9 during its load test, after writes thawed onto
+    PostgreSQL: no hook runs, nothing is written back. Putting the old version back on
+    its file would lose what the new version acknowledged, so recovery keeps the new
+    version serving (outcome `kept`) and every acknowledged write is in PostgreSQL.
+    Production then runs on this PostgreSQL (stopped after the test)."""
+    import os
+    import signal
+
+    from flows.recover import recover
+    from tasks.core import history
+    from tasks.core.checks import LoadPolicy
+    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_2_lock_and_crash import output, start_release
+
+    env = "production"
+    if not any(r.outcome == "succeeded" for r in records(stack, env)):  # this test run alone
+        from flows.release import release
+
+        assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
+    assert history.database(records(stack, env)) is None
+    sqlite_path, pg, writer = _cutover_parts(
+        stack,
+        docker_client,
+        env,
+        "crash-pg",
+        "congress-cut-long",
+        LoadPolicy(path="/health", duration_s=60, concurrency=1),
+    )
+    try:
+        writer.start()
+        proc = start_release(
+            stack,
+            "pg4",
+            env,
+            "--service",
+            "congress-cut-long",
+            "--migrate-from",
+            sqlite_path,
+            "--database",
+            "crash-pg",
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while sum(v == "pg4" for v in writer.by_version.values()) < 5:
+                assert proc.poll() is None, output(proc)
+                assert time.monotonic() < deadline, "pg4 never took a write"
+                time.sleep(0.05)
+            rec = records(stack, env)[-1]
+            assert rec.version == "pg4" and rec.writes_thawed and rec.current_step == "load-test"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        actions = recover(**stack.params(env), lock_timeout_s=150)
+        assert "kept pg4: its writes are in its database" in actions
+        time.sleep(1)  # writes flow on, to PostgreSQL
+        writer.stop.set()
+        writer.join(30)
+        kept = records(stack, env)[-1]
+        assert kept.version == "pg4" and kept.outcome == "kept", kept.reason
+        assert served_version(stack, env) == "pg4"
+        assert history.database(records(stack, env)) == "crash-pg"
+        runtime, freeze_map, backend = _freeze_switch(stack, env)
+        assert not runtime.writes_frozen(freeze_map, backend)
+        assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
+    finally:
+        writer.stop.set()
+        services.stop(pg.proc)
+
+
+def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docker_client):
+    """The load test fails after the thaw, and the write-back cannot run: the new
+    version changed PostgreSQL's schema meanwhile (here a renamed table, as an
+    application's own migration might). Going back would lose the writes it took,
+    so it keeps serving (outcome `kept`), writes flow, and every acknowledged write
+    is in PostgreSQL. On the canary environment, whose first release runs on the
+    SQLite file all environments of the sample stack share."""
+    from flows.release import release
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    env = "canary"
+    assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
+    sqlite_path, pg, writer = _cutover_parts(
+        stack, docker_client, env, "kept-pg", "congress-cut-slo", _slo_breach()
+    )
+    done = threading.Event()
+
+    def rename_once_thawed() -> None:
+        while not done.is_set():
+            rec = records(stack, env)[-1]
+            if rec.version == "pg3" and rec.writes_thawed:
+                with psycopg.connect(pg.dsn, autocommit=True) as conn:
+                    conn.execute("ALTER TABLE members RENAME TO members_moved")
+                return
+            time.sleep(0.05)
+
+    renamer = threading.Thread(target=rename_once_thawed, daemon=True)
+    try:
+        writer.start()
+        renamer.start()
+        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
+            release(
+                **stack.params(env, version="pg3", service="congress-cut-slo"),
+                migrate_from=sqlite_path,
+                database="kept-pg",
+            )
+        time.sleep(1.5)  # writes flow on, to PostgreSQL
+        writer.stop.set()
+        writer.join(30)
+        done.set()
+        renamer.join(10)
+        rec = records(stack, env)[-1]
+        assert rec.version == "pg3" and rec.outcome == "kept", rec.reason
+        assert "write-back failed" in (rec.reason or "") and "members" in (rec.reason or "")
+        assert rec.writes_thawed and rec.rolled_back_to is None
+        assert served_version(stack, env) == "pg3"
+        assert history.database(records(stack, env)) == "kept-pg"
+        runtime, freeze_map, backend = _freeze_switch(stack, env)
+        assert not runtime.writes_frozen(freeze_map, backend)
+        assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
+        assert any(v == "pg3" for v in writer.by_version.values())
+    finally:
+        writer.stop.set()
+        done.set()
+        services.stop(pg.proc)

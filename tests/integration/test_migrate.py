@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import io
 import itertools
 import json
@@ -18,7 +17,6 @@ import re
 import sqlite3
 import struct
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,23 +94,7 @@ def build_rich(path: Path) -> Path:
     return path
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[services.Postgres]:
-    pg = services.start_postgres(services.tmpdir("shipyard-pg-migrate-"))
-    yield pg
-    services.stop(pg.proc)
-
-
-@pytest.fixture
-def target(postgres: services.Postgres) -> str:
-    name = f"t{next(_ids)}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres.dsn.rsplit("/", 1)[0] + "/" + name
+sha = services.file_sha
 
 
 def run(db: Path, dsn: str, **kw: Any) -> Any:

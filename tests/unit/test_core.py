@@ -198,3 +198,15 @@ def test_the_environments_database_is_that_of_its_last_successful_cutover():
     assert history.cutover(hist) == moved
     again = rec("pg2").with_changes(database="db-b")
     assert history.database([*hist, again, rec("v7", Outcome.FAILED)]) == "db-b"
+
+
+def test_a_kept_release_serves_and_its_database_counts():
+    """A cutover release that failed after its writes thawed and could not write them
+    back keeps serving: it is the current version, its database the environment's, and
+    a rollback picks the version before it."""
+    kept = rec("pg1", Outcome.KEPT).with_changes(database="db-a")
+    hist = [*HISTORY, kept]
+    assert history.current(hist) == kept
+    assert history.database(hist) == "db-a"
+    before = history.serving_timeline(HISTORY)[-1]
+    assert history.resolve_rollback_target(hist, "previous", {before.version}) == before

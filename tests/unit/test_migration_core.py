@@ -12,6 +12,8 @@ import pytest
 from tasks.core.migration import (
     ROWID_BUCKET,
     MigrationOptions,
+    PlanColumn,
+    PlanTable,
     Refusal,
     SourceColumn,
     SourceFK,
@@ -50,6 +52,14 @@ from tasks.core.sqlddl import (
     translate,
 )
 from tasks.core.sqlmap import ColumnStats, classes_from_extremes
+from tasks.core.writeback import (
+    HeldText,
+    back_expr,
+    back_insert_sql,
+    back_select_sql,
+    held_probe_sql,
+    held_text,
+)
 
 
 def tr(sql: str, names: dict[str, str] | None = None, **kw) -> str:
@@ -969,3 +979,75 @@ def test_uuid_columns_read_as_text_read_the_text_sqlite_held():
     assert "acct.id, which became uuid" in refused["tagged:untranslatable"]
     kept = build_plan(schema, stats, options=MigrationOptions(policies={"acct.id": "text"}))
     assert not [f for f in kept.findings if f.severity == "error"]
+
+
+# ---------------------------------------------------------------- write-back
+
+
+def _col(name: str, pg_type: str, held: str = "") -> PlanColumn:
+    q = f'"{name}"'
+    return PlanColumn(
+        name=name,
+        pg_type=pg_type,
+        notnull=False,
+        default_sql=None,
+        identity=False,
+        src_value=q,
+        src_canon=q,
+        canon_kind="plain",
+        pg_canon=q,
+        held=held,
+    )
+
+
+def test_held_text_follows_most_values_and_writes_a_fraction_always_only_when_all_had_one():
+    assert held_text(10, 6, 10) == HeldText(t_separator=True, fraction_always=True)
+    assert held_text(10, 5, 9) == HeldText(t_separator=False, fraction_always=False)
+    assert held_text(0, 0, 0) == HeldText()  # an empty column: str(datetime)'s layout
+
+
+def test_values_go_back_as_the_source_held_them():
+    space = HeldText()
+    assert back_expr(_col("b", "boolean")) == (
+        'CASE WHEN "b" IS NULL THEN NULL WHEN "b" THEN 1 ELSE 0 END'
+    )
+    assert "THEN 't' ELSE 'f'" in (back_expr(_col("b", "boolean", "text")) or "")
+    assert back_expr(_col("u", "uuid", "hex")) == "replace(\"u\"::text, '-', '')"
+    assert back_expr(_col("u", "uuid", "dashed")) == '"u"::text'
+    assert back_expr(_col("g", "double precision", "generated")) is None
+    assert back_expr(_col("n", "numeric(8,2)")) == '"n"::text'
+    assert back_expr(_col("d", "interval")) == '(extract(epoch FROM "d") * 1000000)::bigint'
+    ts = back_expr(_col("t", "timestamp"), space) or ""
+    assert ts.startswith("to_char(\"t\", 'YYYY-MM-DD HH24:MI:SS') || CASE WHEN date_trunc")
+    iso = back_expr(_col("t", "timestamp"), HeldText(t_separator=True, fraction_always=True))
+    assert iso == 'to_char("t", \'YYYY-MM-DD"T"HH24:MI:SS\') || to_char("t", \'.US\')'
+    utc = back_expr(_col("t", "timestamptz"), space) or ""
+    assert "(\"t\" AT TIME ZONE 'UTC')" in utc
+    since = back_expr(_col("t", "interval", "epoch"), space) or ""
+    assert "(timestamp '1970-01-01' + \"t\")" in since
+
+
+def test_write_back_sql_skips_generated_columns_and_reads_nul_text_back_as_text():
+    t = PlanTable(
+        name="it em",
+        columns=(
+            _col("a", "text"),
+            _col("g", "bigint", "generated"),
+            _col("s", "bytea", "text"),
+            _col("at", "time"),
+        ),
+        checks=(),
+        primary_key=(),
+        uniques=(),
+        indexes=(),
+        fks=(),
+        rows=0,
+        restart_with=None,
+        has_rowid=True,
+    )
+    assert back_insert_sql(t) == (
+        'INSERT INTO "it em" ("a", "s", "at") VALUES (?, CAST(? AS TEXT), ?)'
+    )
+    assert back_select_sql(t, "public", {}).startswith('SELECT "a", "s", to_char("at",')
+    probe = held_probe_sql(t)
+    assert probe is not None and probe[1] == ("at",) and "substr(\"at\", 9, 1) = '.'" in probe[0]

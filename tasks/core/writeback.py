@@ -1,0 +1,160 @@
+"""PostgreSQL's rows written back into the SQLite source, in the form the source held them.
+
+A cutover release thaws writes once the new version passed its smoke checks, so
+the write freeze does not span the load test. If the load test then fails, the
+old version goes back on its SQLite file, and the writes PostgreSQL took since
+the thaw must be in that file first. Each value is rendered by PostgreSQL as
+the application wrote it to SQLite (Django's datetime text, 0/1 booleans, hex
+uuids …), so the old version reads back what it would have written itself.
+
+The held text layout of datetimes (`T` or space, a fraction always or only when
+non-zero) is not in the plan: it is read from the source's values when the
+write-back runs (`held_probe_sql`), so the migration pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tasks.core.migration import PlanColumn, PlanTable
+from tasks.core.sqlmap import quote_ident
+
+# the column's text as the source held it, by PostgreSQL type: {c} is the column
+_AS_IS = {"bigint", "double precision", "bytea", "text"}
+
+
+@dataclass(frozen=True)
+class HeldText:
+    """How a column's datetime or time text was written: learnt from its values."""
+
+    t_separator: bool = False  # 'T' between date and time (isoformat()), else a space
+    fraction_always: bool = False  # '.ffffff' even when zero (SQLAlchemy), else only when not
+
+
+def held_text(count: int, with_t: int, with_fraction: int) -> HeldText:
+    """The layout most values had. A fraction is written always only when every value
+    had one: Python's isoformat() (Django, the sqlite3 adapter) omits a zero one."""
+    return HeldText(
+        t_separator=count > 0 and 2 * with_t > count,
+        fraction_always=count > 0 and with_fraction == count,
+    )
+
+
+def held_probe_sql(t: PlanTable) -> tuple[str, tuple[str, ...]] | None:
+    """(SQLite query, columns) counting, per datetime or time column, its text values,
+    those with a 'T' separator and those with a fraction; None without such columns."""
+    cols = [c for c in t.columns if _text_layout(c) is not None]
+    if not cols:
+        return None
+    parts = []
+    for c in cols:
+        q = quote_ident(c.name)
+        dot = 9 if _text_layout(c) == "time" else 20
+        parts.append(
+            f"coalesce(sum(typeof({q}) = 'text'), 0),"
+            f" coalesce(sum(typeof({q}) = 'text' AND substr({q}, 11, 1) = 'T'), 0),"
+            f" coalesce(sum(typeof({q}) = 'text' AND substr({q}, {dot}, 1) = '.'), 0)"
+        )
+    return f"SELECT {', '.join(parts)} FROM {quote_ident(t.name)}", tuple(c.name for c in cols)
+
+
+def _text_layout(c: PlanColumn) -> str | None:
+    """'datetime' or 'time' where the source held the value as ISO text."""
+    if c.pg_type in ("timestamp", "timestamptz") or (c.pg_type == "interval" and c.held == "epoch"):
+        return "datetime"
+    if c.pg_type == "time":
+        return "time"
+    return None
+
+
+def _fraction(value: str, held: HeldText) -> str:
+    if held.fraction_always:
+        return f"to_char({value}, '.US')"
+    return f"CASE WHEN date_trunc('second', {value}) = {value} THEN '' ELSE to_char({value}, '.US') END"
+
+
+def _datetime(value: str, held: HeldText) -> str:
+    sep = '"T"' if held.t_separator else " "
+    return f"to_char({value}, 'YYYY-MM-DD{sep}HH24:MI:SS') || {_fraction(value, held)}"
+
+
+def back_expr(c: PlanColumn, held: HeldText | None = None) -> str | None:
+    """PostgreSQL expression: the stored value as the source held it (the driver's int,
+    float, str or bytes gives SQLite the same storage class); None for a generated
+    column, which SQLite computes itself."""
+    held = held or HeldText()
+    q = quote_ident(c.name)
+    kind = c.pg_type
+    if c.held == "generated":
+        return None
+    if kind in _AS_IS:
+        return q
+    if kind == "citext" or kind == "jsonb" or kind.startswith("numeric"):
+        # numeric as text: the column's NUMERIC affinity stores it as SQLite always did
+        return f"{q}::text"
+    if kind == "boolean":
+        t, f = ("'t'", "'f'") if c.held == "text" else ("1", "0")
+        return f"CASE WHEN {q} IS NULL THEN NULL WHEN {q} THEN {t} ELSE {f} END"
+    if kind == "timestamp":
+        return _datetime(q, held)
+    if kind == "timestamptz":
+        return _datetime(f"({q} AT TIME ZONE 'UTC')", held)
+    if kind == "time":
+        return f"to_char({q}, 'HH24:MI:SS') || {_fraction(q, held)}"
+    if kind == "interval" and c.held == "epoch":
+        return _datetime(f"(timestamp '1970-01-01' + {q})", held)
+    if kind == "interval":
+        return f"(extract(epoch FROM {q}) * 1000000)::bigint"
+    if kind == "inet":
+        return f"host({q})"
+    if kind == "uuid":
+        return f"{q}::text" if c.held == "dashed" else f"replace({q}::text, '-', '')"
+    if kind == "date":
+        return f"to_char({q}, 'YYYY-MM-DD')"
+    raise ValueError(f"{c.name}: no way back from {kind}")  # every mapped type is above
+
+
+def written_columns(t: PlanTable) -> list[PlanColumn]:
+    return [c for c in t.columns if c.held != "generated"]
+
+
+def back_select_sql(
+    t: PlanTable, schema: str, held: Mapping[str, HeldText], where: str = ""
+) -> str:
+    """PostgreSQL: the rows of `t` rendered as the source holds them, `written_columns` order."""
+    exprs = [back_expr(c, held.get(c.name)) for c in written_columns(t)]
+    return (
+        f"SELECT {', '.join(e for e in exprs if e is not None)}"
+        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{where}"
+    )
+
+
+def back_insert_sql(t: PlanTable) -> str:
+    """SQLite: one row in; a text with NUL bytes that became bytea (policy) is text again."""
+    cols = written_columns(t)
+    values = ", ".join(
+        "CAST(? AS TEXT)" if c.held == "text" and c.pg_type == "bytea" else "?" for c in cols
+    )
+    names = ", ".join(quote_ident(c.name) for c in cols)
+    return f"INSERT INTO {quote_ident(t.name)} ({names}) VALUES ({values})"
+
+
+def sequence_sql(t: PlanTable, schema: str) -> str | None:
+    """PostgreSQL: the identity's last handed-out value, so the source never hands it out again."""
+    ident = next((c for c in t.columns if c.identity), None)
+    if ident is None:
+        return None
+    table = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    return (
+        f"SELECT pg_sequence_last_value(pg_get_serial_sequence("
+        f"{_literal(table)}, {_literal(ident.name)}))"
+    )
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def batches(keys: Sequence[object], size: int = 5000) -> list[Sequence[object]]:
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
