@@ -11,6 +11,11 @@ validation. Also times one full validation right after the bulk copy, each
 side of the uuid table's digest alone, and checks that the final validation
 passed and PostgreSQL holds the changed rows.
 
+Then the other direction: the staged tables are swapped into place, a few rows
+change in PostgreSQL (as the new version's writes between the thaw and a failed
+load test would), and the write-back into the SQLite file is timed: that is the
+second freeze of a cutover release whose load test fails.
+
 Prints one JSON line. Run: `uv run python bench/catchup.py [--scale 1]`.
 """
 
@@ -117,6 +122,35 @@ def writes_before_freeze(path: Path) -> list[str]:
     return changed
 
 
+def write_back_figures(db: Path, dsn: str, plan: Any) -> dict[str, Any]:
+    """Swap the copy into place, change a row or two per table in PostgreSQL, time
+    the write-back, and check that the file then holds what PostgreSQL holds."""
+    import psycopg
+
+    from tasks import migrate as m
+    from tasks.writeback import differing_tables, write_back
+
+    m.swap(dsn, "", plan, "public")
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE orders SET amount = -2 WHERE id = (SELECT id FROM orders ORDER BY id LIMIT 1)"
+        )
+        conn.execute("INSERT INTO orders VALUES (gen_random_uuid(), 'new', 9, NULL, now(), true)")
+        conn.execute(
+            "UPDATE sessions SET session_data = 'pg' WHERE session_key = "
+            "(SELECT min(session_key) FROM sessions)"
+        )
+        conn.execute("INSERT INTO audit (order_id, what) SELECT id, 'pg' FROM orders LIMIT 1")
+    t0 = time.perf_counter()
+    done = write_back(db, dsn, "", plan, "public")
+    out: dict[str, Any] = {
+        "write_back_s": round(time.perf_counter() - t0, 2),
+        "written_back": done.rows,
+    }
+    out["write_back_exact"] = differing_tables(db, dsn, "", plan, "public") == set()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0)
@@ -181,8 +215,10 @@ def main() -> int:
                 (changed,),
             ).fetchone()
         out["changed_rows_present"] = bool(got and got[0] == 2)
+        out.update(write_back_figures(db, dsn, plan))
         print(json.dumps(out))
-        return 0 if out["final_passed"] and out["changed_rows_present"] else 1
+        ok = out["final_passed"] and out["changed_rows_present"] and out["write_back_exact"]
+        return 0 if ok else 1
     finally:  # a run leaves ~1 GB of files: the database, its snapshots, PostgreSQL's data
         services.stop(pg.proc)
         shutil.rmtree(home, ignore_errors=True)

@@ -138,17 +138,24 @@ class WriteBackGuard:
     database: PostgresDatabase
     cut: Cutover
     freeze: Callable[[], None]
-    thaw: Callable[[], None]
+    unfreeze: Callable[[], None]
     drain_s: float = 0.5
     kept: str | None = None  # why the new version keeps serving
     rows: int | None = None  # rows written back
-    refrozen_at: float | None = None  # writes frozen again (until the release thaws them)
+    refrozen_at: float | None = None  # writes frozen again for the write-back
+    rethawed_at: float | None = None  # and thawed, the old version serving
     frozen_s: float = 0.0  # how long a failed write-back kept them frozen
 
     def __deepcopy__(self, memo: dict[int, Any]) -> WriteBackGuard:
         """Prefect hands hooks a deep copy of what the transaction stores: the guard is
         shared instead, so the flow sees what the hook did."""
         return self
+
+    def thaw(self) -> None:
+        """Writes flow again (the deploy's undo calls it once the old version has traffic)."""
+        self.unfreeze()
+        if self.rethawed_at is None:
+            self.rethawed_at = time.monotonic()
 
     def __call__(self) -> bool:
         log = get_run_logger_safe()
@@ -502,7 +509,7 @@ def _freeze_s(
     if guard is not None and guard.kept is not None:
         again = guard.frozen_s
     elif guard is not None and guard.refrozen_at is not None:
-        again = now - guard.refrozen_at
+        again = (guard.rethawed_at or now) - guard.refrozen_at
     return round((thawed_at or now) - frozen_at + again, 3)
 
 

@@ -937,6 +937,7 @@ def start_source_side(
     pool: Executor,
     copy: CopyJobs | None = None,
     parts: Sequence[tuple[PlanTable, tuple[int, int] | None]] | None = None,
+    views: bool = True,
 ) -> Callable[..., Side]:
     """Source digests (of `parts`, all by default) and view results, queued now behind
     whatever the processes are doing, and collected by the returned call. Tables whose
@@ -947,18 +948,18 @@ def start_source_side(
         for t, r in (digest_parts(path, plan) if parts is None else parts)
         if (t.name, r) not in streamed
     ]
-    views = [(v.name, pool.submit(_sqlite_view, path, v)) for v in plan.views]
+    queued = [(v.name, pool.submit(_sqlite_view, path, v)) for v in plan.views if views]
     digests = [((t.name, r), pool.submit(source_digest, path, t, r)) for t, r in parts]
     digests += list(streamed.items())
 
     def collect(cancel: bool = False) -> Side:
         if cancel:
-            for f in [f for _k, f in views] + [f for _k, f in digests]:
+            for f in [f for _k, f in queued] + [f for _k, f in digests]:
                 f.cancel()
             return Side({}, {})
         return Side(
             dict(zip([k for k, _f in digests], _gather([f for _k, f in digests]), strict=True)),
-            dict(zip([k for k, _f in views], _gather([f for _k, f in views]), strict=True)),
+            dict(zip([k for k, _f in queued], _gather([f for _k, f in queued]), strict=True)),
         )
 
     return collect
@@ -1380,21 +1381,26 @@ def _pg_buckets(
 
 
 def _differing_buckets(
-    path: Path, dsn: str, password: str, t: PlanTable, walk: KeyWalk
+    path: Path, dsn: str, password: str, t: PlanTable, walk: KeyWalk, schema: str = STAGE
 ) -> list[str]:
     """Key-prefix buckets whose rows differ, from one digest per bucket on each side,
     the two sides computed at once (SQLite releases the GIL while it works)."""
 
     def target() -> dict[str, str]:
         with pg_connect(dsn, password) as pg:
-            return _pg_buckets(pg, t, walk)
+            return _pg_buckets(pg, t, walk, schema)
 
     src, dst = _run_parallel([partial(_source_buckets, path, t, walk), target], 2)
     return _differing(src, dst)
 
 
 def _narrow(
-    path: Path, dsn: str, password: str, t: PlanTable, ranges: Sequence[tuple[int, int]]
+    path: Path,
+    dsn: str,
+    password: str,
+    t: PlanTable,
+    ranges: Sequence[tuple[int, int]],
+    schema: str = STAGE,
 ) -> list[tuple[int, int]]:
     """The buckets of ROWID_BUCKET rowids, within `ranges`, whose digests differ: both
     sides digest the ranges at once, and only those buckets are then hashed row by row."""
@@ -1404,7 +1410,7 @@ def _narrow(
         conn = _canon_reader(path)
         try:
             for i, rng in enumerate(ranges):
-                sql, _pg = rowid_bucket_sql(t, STAGE, rng)
+                sql, _pg = rowid_bucket_sql(t, schema, rng)
                 with _decoding(path, t, rng):
                     for b, n, text in conn.execute(sql):
                         md5 = hashlib.md5((text or "").encode(), usedforsecurity=False)
@@ -1418,7 +1424,7 @@ def _narrow(
         with pg_connect(dsn, password) as pg:
             _grouping_in_arrival_order(pg)
             for i, rng in enumerate(ranges):
-                _sqlite, sql = rowid_bucket_sql(t, STAGE, rng)
+                _sqlite, sql = rowid_bucket_sql(t, schema, rng)
                 out.update({(i, int(b)): f"{n}:{d}" for b, n, d in pg.execute(sql)})
         return out
 
@@ -1543,8 +1549,12 @@ def validate(
     target: Side | None = None,
     keep: dict[Part, tuple[Digest, Digest]] | None = None,
     known_parts: Mapping[Part, tuple[Digest, Digest]] | None = None,
+    schema: str = STAGE,
+    views: bool = True,
 ) -> Validation:
-    """Per table, rows and digests of every part on both sides; views on both sides.
+    """Per table, rows and digests of every part on both sides; views on both sides
+    (unless `views` is off). PostgreSQL's side is `schema`: staging, or after the
+    swap the target itself (the write-back compares that with the source).
 
     `known` holds reports still true (tables unchanged since they were checked);
     only the other tables are read again. A differing digest is confirmed by the
@@ -1557,19 +1567,22 @@ def validate(
     known_parts = known_parts or {}
     every = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
     parts = [(t, r) for t, r in every if (t.name, r) not in known_parts]
+    shown = plan.views if views else ()
     if source is None:  # queued first: the processes work while PostgreSQL does
-        source = start_source_side(path, plan, pool, parts=parts)
+        source = start_source_side(path, plan, pool, parts=parts, views=views)
     if target is None:
-        jobs: list[Callable[[], Any]] = [partial(pg_digest, dsn, password, t, r) for t, r in parts]
-        jobs += [partial(_pg_view, dsn, password, v) for v in plan.views]
+        jobs: list[Callable[[], Any]] = [
+            partial(pg_digest, dsn, password, t, r, schema) for t, r in parts
+        ]
+        jobs += [partial(_pg_view, dsn, password, v) for v in shown]
         results = _run_parallel(jobs, len(jobs) or 1)
         n = len(parts)
         dst = {(t.name, r): d for (t, r), d in zip(parts, results[:n], strict=True)}
         pg_views = results[n:]
     else:
-        dst, pg_views = target.digests, [target.views[v.name] for v in plan.views]
+        dst, pg_views = target.digests, [target.views[v.name] for v in shown]
     side = source()
-    src, sqlite_views = side.digests, [side.views[v.name] for v in plan.views]
+    src, sqlite_views = side.digests, [side.views[v.name] for v in shown]
     src = {**{k: v[0] for k, v in known_parts.items()}, **src}
     dst = {**{k: v[1] for k, v in known_parts.items()}, **dst}
     reports = []
@@ -1589,11 +1602,11 @@ def validate(
         differing: tuple[int | str, ...] = ()
         if not ok and diagnose:
             if ordered(t):  # the authority: per-row hashes, in no particular order
-                ok = source_checksum(path, t) == pg_checksum(dsn, password, t)
+                ok = source_checksum(path, t) == pg_checksum(dsn, password, t, schema)
             if not ok:
                 prefixes = _differing(a.buckets or {}, b.buckets or {}) if buckets else None
                 differing = _differing_keys(
-                    path, dsn, password, t, STAGE, ranges=ranges, buckets=prefixes
+                    path, dsn, password, t, schema, ranges=ranges, buckets=prefixes
                 )
         reports.append(
             TableReport(
@@ -1607,12 +1620,12 @@ def validate(
                 differing_ranges=() if ok else ranges,
             )
         )
-    views = [
+    compared = tuple(
         ViewReport(name=v.name, rows_source=a2[0], rows_target=b2[0], ok=a2 == b2)
-        for v, a2, b2 in zip(plan.views, sqlite_views, pg_views, strict=True)
-    ]
+        for v, a2, b2 in zip(shown, sqlite_views, pg_views, strict=True)
+    )
     not_valid = tuple(fk.name for t in plan.tables for fk in t.fks if fk.not_valid)
-    return Validation(tables=tuple(reports), views=tuple(views), fk_not_valid=not_valid)
+    return Validation(tables=tuple(reports), views=compared, fk_not_valid=not_valid)
 
 
 def _combine(parts: list[Digest]) -> Digest:
@@ -1788,47 +1801,104 @@ class CatchUp:
     parts: Mapping[Part, tuple[Digest, Digest]]  # rowid parts that were equal and untouched
 
 
+@dataclass(frozen=True)
+class Changed:
+    """The rows of one table that differ between the source and PostgreSQL: by rowid
+    (an identity key), by primary key (canonical text, walked on both sides), or,
+    without a usable key, the whole table (both None)."""
+
+    table: PlanTable
+    rowids: Sequence[int] | None = None
+    keys: Sequence[tuple[str, ...]] | None = None
+    buckets: Sequence[str] = ()  # a bucketed table's differing key-prefix buckets
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What differs, found from digests first and rows only where digests differ."""
+
+    before: Validation  # the digest comparison of every table
+    parts: dict[Part, tuple[Digest, Digest]]  # each part's (source, target) digests
+    tables: tuple[Changed, ...]  # the tables that differ
+
+
+def find_changes(
+    path: Path, dsn: str, password: str, plan: Plan, pool: Executor, schema: str = STAGE
+) -> Changes:
+    """The rows that differ between the source and PostgreSQL's `schema`, either way
+    round: the catch-up copies them into staging, the write-back into the source.
+
+    Every table is digested on both sides (views are not compared). For a
+    differing table keyed by its rowid, the rowid ranges whose digests differ
+    are narrowed to buckets of rowids and only their rows are hashed; a uuid,
+    text or composite key is walked in key order on both sides, only in the
+    key-prefix buckets whose digests differ.
+    """
+    kept: dict[Part, tuple[Digest, Digest]] = {}
+    before = validate(
+        path, dsn, password, plan, pool, diagnose=False, keep=kept, schema=schema, views=False
+    )
+    out: list[Changed] = []
+    for r in before.tables:
+        if r.ok:
+            continue
+        t = plan.table(r.name)
+        ident = next((c for c in t.columns if c.identity), None)
+        walk = key_walk(t)
+        if ident is not None:
+            # only the ranges whose digests differ (new rows are in the last),
+            # narrowed to the buckets of rowids whose digests differ
+            within = r.differing_ranges
+            if within:
+                within = tuple(_narrow(path, dsn, password, t, within, schema)) or within
+            keys = _differing_keys(path, dsn, password, t, schema, limit=None, ranges=within)
+            out.append(Changed(t, rowids=[int(k) for k in keys]))
+        elif walk is not None and walk.by_value:
+            if bucketed(t) is not None:
+                s, d = kept[(t.name, None)]
+                prefixes = _differing(s.buckets or {}, d.buckets or {})
+            else:
+                prefixes = _differing_buckets(path, dsn, password, t, walk, schema)
+            walked = (
+                _walk_keys(path, dsn, password, t, schema, None, (bucket_width(t.rows), prefixes))
+                if prefixes
+                else []
+            )
+            bucket_list = prefixes if bucketed(t) is not None else []
+            out.append(Changed(t, keys=walked, buckets=bucket_list))
+        else:
+            out.append(Changed(t))
+    return Changes(before, kept, tuple(out))
+
+
 def catch_up(path: Path, dsn: str, password: str, plan: Plan, pool: Executor) -> CatchUp:
     """Bring the staging copy to the source's final state (taken while writes are frozen).
 
     Tables whose checksums already agree are skipped. Otherwise rows are
-    replaced by primary key (inserts, updates and deletes alike): by rowid ranges
-    for an integer key, by walking both sides in key order for a uuid, text or
-    composite key; a table without a usable key is reloaded; one transaction with foreign
-    keys deferred, so staging is never half caught up. Returns rows replaced, and
-    what stays true afterwards: tables that needed nothing, bucketed tables whose
-    changed buckets PostgreSQL digested again and found equal, and the rowid
-    ranges that were equal (the source is a frozen snapshot, and only differing
-    buckets and ranges were touched), so the final validation reads only the rest.
+    replaced by primary key (inserts, updates and deletes alike), as
+    `find_changes` found them; a table without a usable key is reloaded; one
+    transaction with foreign keys deferred, so staging is never half caught up.
+    Returns rows replaced, and what stays true afterwards: tables that needed
+    nothing, bucketed tables whose changed buckets PostgreSQL digested again and
+    found equal, and the rowid ranges that were equal (the source is a frozen
+    snapshot, and only differing buckets and ranges were touched), so the final
+    validation reads only the rest.
     """
-    kept: dict[Part, tuple[Digest, Digest]] = {}
-    before = validate(path, dsn, password, plan, pool, diagnose=False, keep=kept)
-    same = {r.name for r in before.tables if r.ok}
-    ranges = {r.name: r.differing_ranges for r in before.tables}
+    found = find_changes(path, dsn, password, plan, pool)
+    before, kept = found.before, found.parts
     changed: dict[str, int] = {}
-    touched: dict[str, list[str]] = {}  # bucketed table -> the buckets it rewrote
+    touched = {c.table.name: list(c.buckets) for c in found.tables if c.buckets}
     with pg_connect(dsn, password) as pg:
         try:
             with pg.transaction():
                 pg.execute("SET CONSTRAINTS ALL DEFERRED")
-                for t in plan.tables:
-                    if t.name in same:
-                        continue
+                for c in found.tables:
+                    t = c.table
                     qt = f"{STAGE}.{quote_ident(t.name)}"
-                    ident = next((c for c in t.columns if c.identity), None)
-                    walk = key_walk(t)
                     batches: list[tuple[str, Sequence[Any]]] = [("", ())]
-                    if ident is not None:
-                        # only the ranges whose digests differ (new rows are in the last),
-                        # narrowed to the buckets of rowids whose digests differ
-                        within = ranges[t.name]
-                        if within:
-                            within = tuple(_narrow(path, dsn, password, t, within)) or within
-                        keys = list(
-                            _differing_keys(
-                                path, dsn, password, t, STAGE, limit=None, ranges=within
-                            )
-                        )
+                    if c.rowids is not None:
+                        ident = next(col for col in t.columns if col.identity)
+                        keys = list(c.rowids)
                         pg.execute(
                             f"DELETE FROM {qt} WHERE {quote_ident(ident.name)} = ANY(%s)",
                             (keys,),
@@ -1837,29 +1907,10 @@ def catch_up(path: Path, dsn: str, password: str, plan: Plan, pool: Executor) ->
                             (" WHERE rowid IN (" + ",".join(map(str, keys[i : i + 5000])) + ")", ())
                             for i in range(0, len(keys), 5000)
                         ]
-                    elif walk is not None and walk.by_value:
-                        # uuid, text or composite keys: both sides walked in key order, only
-                        # in the buckets whose digests differ (a bucketed table's validation
-                        # has them already), and only the rows that differ are replaced
-                        if bucketed(t) is not None:
-                            s, d = kept[(t.name, None)]
-                            prefixes = _differing(s.buckets or {}, d.buckets or {})
-                            touched[t.name] = prefixes
-                        else:
-                            prefixes = _differing_buckets(path, dsn, password, t, walk)
-                        walked = (
-                            _walk_keys(
-                                path,
-                                dsn,
-                                password,
-                                t,
-                                STAGE,
-                                None,
-                                (bucket_width(t.rows), prefixes),
-                            )
-                            if prefixes
-                            else []
-                        )
+                    elif c.keys is not None:
+                        walk = key_walk(t)
+                        assert walk is not None
+                        walked = list(c.keys)
                         pg.execute(catch_up_delete_sql(t, STAGE, walk), walk.pg_params(walked))
                         keyed, per = catch_up_where_sql(walk)
                         batches = [

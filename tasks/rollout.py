@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -86,7 +85,7 @@ def _undo(txn: Transaction) -> None:
             return
         # a cutover release that thawed writes onto the new version's database puts them
         # back into the old version's file first; if it cannot, traffic stays
-        write_back: Callable[[], bool] | None = txn.get("write_back", None)
+        write_back: Any = txn.get("write_back", None)
         if write_back is not None and not write_back():
             log.error(
                 "not rolled back: %s keeps serving, its writes could not be written back",
@@ -95,7 +94,12 @@ def _undo(txn: Transaction) -> None:
             return
         target: DockerHostTarget = txn.get("target_block")
         client = target.get_client(registry_auth_config(txn.get("registry_block", None)))
-        client.undo(deployment, txn.get("service_block"))
+        # writes frozen for the write-back thaw as soon as the old version has traffic
+        client.undo(
+            deployment,
+            txn.get("service_block"),
+            on_switched=write_back.thaw if write_back is not None else None,
+        )
         log.warning(
             "rolled back %s: traffic on %s",
             deployment.version,

@@ -2,10 +2,13 @@
 
 A cutover release thaws writes before its load test; should the test fail, the
 old version goes back on its SQLite file, and this puts PostgreSQL's changes
-there first, while writes are frozen again. Everything happens in one SQLite
-transaction that is checked before it commits: each rewritten table's checksum
-must equal PostgreSQL's, over the same canonical form the migration validated
-with. Otherwise the file stays as it was and the caller keeps the new version.
+there first, while writes are frozen again. What differs is found as the
+catch-up finds it (`find_changes`: digests of every table on both sides, rows
+only where they differ), and everything is written in one SQLite transaction
+that is checked before it commits: the rewritten rows' checksum and each
+table's row count must equal PostgreSQL's, over the canonical form the
+migration validated with. Otherwise the file stays as it was and the caller
+keeps the new version.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import starmap
 from pathlib import Path
@@ -28,6 +32,7 @@ from tasks.core.migration import (
     catch_up_where_sql,
     key_walk,
     keyed_where_pg,
+    pg_checksum_sql,
     source_row_hasher,
 )
 from tasks.core.sqlmap import quote_ident
@@ -42,12 +47,12 @@ from tasks.core.writeback import (
     written_columns,
 )
 from tasks.migrate import (
-    _differing_keys,
+    Changed,
     _pg_error,
-    _walk_keys,
-    open_readonly,
-    pg_checksum,
+    cores,
+    find_changes,
     pg_connect,
+    sqlite_processes,
 )
 
 UNCHANGED = "the SQLite file is unchanged; the new version keeps serving on PostgreSQL"
@@ -62,69 +67,21 @@ class WriteBack:
     seconds: float
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """The rows of one table to rewrite: by rowid, by walked key, or all of them."""
-
-    table: PlanTable
-    rowids: Sequence[int] | None = None
-    keys: Sequence[tuple[str, ...]] | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.rowids if self.rowids is not None else self.keys or ())
-
-
-def _checksum(conn: sqlite3.Connection, t: PlanTable) -> tuple[int, int]:
-    """(rows, sum of row hashes) as the migration's validation computes them."""
-    select, row_hash = source_row_hasher(t)
-    total = count = 0
-    rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}")
-    while batch := rows.fetchmany(5000):
-        total += sum(starmap(row_hash, batch))
-        count += len(batch)
-    return count, total
-
-
-def _written(t: PlanTable) -> PlanTable:
-    """The table without its generated columns: SQLite computes them, whatever
-    PostgreSQL (where they are plain columns) holds."""
-    return t.model_copy(update={"columns": tuple(written_columns(t))})
+def _written(plan: Plan) -> Plan:
+    """The plan without generated columns: SQLite computes them, whatever PostgreSQL
+    (where they are plain columns) holds."""
+    tables = tuple(t.model_copy(update={"columns": tuple(written_columns(t))}) for t in plan.tables)
+    return plan.model_copy(update={"tables": tables})
 
 
 def differing_tables(
-    path: Path, dsn: str, password: str, plan: Plan, schema: str
-) -> dict[str, tuple[int, int]]:
-    """Tables whose content differs, with PostgreSQL's checksum of each (computed
-    in a thread while Python hashes the source's rows)."""
-    tables = [_written(t) for t in plan.tables]
-    with ThreadPoolExecutor(2) as ex:
-        pg = {t.name: ex.submit(pg_checksum, dsn, password, t, schema) for t in tables}
-        conn = open_readonly(path)
-        try:
-            src = {t.name: _checksum(conn, t) for t in tables}
-        finally:
-            conn.close()
-        return {n: f.result() for n, f in pg.items() if f.result() != src[n]}
-
-
-def _rows_to_write(path: Path, dsn: str, password: str, t: PlanTable, schema: str) -> _Rows:
-    if any(c.identity for c in t.columns):
-        ids = _differing_keys(path, dsn, password, t, schema, limit=None)
-        return _Rows(t, rowids=[int(i) for i in ids])
-    walk = key_walk(t)
-    if walk is not None and walk.by_value:
-        return _Rows(t, keys=_walk_keys(path, dsn, password, t, schema, None))
-    return _Rows(t)
-
-
-def _held(conn: sqlite3.Connection, t: PlanTable) -> dict[str, HeldText]:
-    probe = held_probe_sql(t)
-    if probe is None:
-        return {}
-    sql, cols = probe
-    row = conn.execute(sql).fetchone()
-    return {c: held_text(*row[3 * i : 3 * i + 3]) for i, c in enumerate(cols)}
+    path: Path, dsn: str, password: str, plan: Plan, schema: str, pool: Executor | None = None
+) -> set[str]:
+    """Tables whose content differs between the source and PostgreSQL's `schema`."""
+    with ExitStack() as stack:
+        pool = pool or stack.enter_context(sqlite_processes(cores()))
+        found = find_changes(path, dsn, password, _written(plan), pool, schema)
+    return {c.table.name for c in found.tables}
 
 
 def write_back(
@@ -133,25 +90,29 @@ def write_back(
     password: str,
     plan: Plan,
     schema: str,
+    pool: Executor | None = None,
     busy_timeout_s: float = 10.0,
 ) -> WriteBack:
-    """Make the source hold what PostgreSQL holds, table by table, in one checked transaction.
+    """Make the source hold what PostgreSQL holds, in one checked transaction.
 
-    Only rows that differ are rewritten (by rowid, or by primary key walked on
-    both sides); a table without a usable key is rewritten whole. The migrated
-    triggers are dropped and recreated inside the transaction: PostgreSQL ran
-    them already, and their effects are among the rows written back. Triggers
-    that were not migrated (FTS indexes, say) fire as they would for the application.
-    An AUTOINCREMENT table's sqlite_sequence moves past every id PostgreSQL
-    handed out, deleted rows' included, so the old version never reuses one.
+    Only rows that differ are rewritten; a table without a usable key is
+    rewritten whole. The migrated triggers are dropped and recreated inside the
+    transaction: PostgreSQL ran them already, and their effects are among the
+    rows written back. Triggers that were not migrated (FTS indexes, say) fire
+    as they would for the application. An AUTOINCREMENT table's sqlite_sequence
+    moves past every id PostgreSQL handed out, deleted rows' included, so the old
+    version never reuses one. `pool` reads the source (processes are started if none).
     """
     started = time.perf_counter()
     counts: dict[str, int] = {}
+    plan = _written(plan)
     try:
-        differing = differing_tables(path, dsn, password, plan, schema)
-        todo = [
-            _rows_to_write(path, dsn, password, _written(plan.table(n)), schema) for n in differing
-        ]
+        with ExitStack() as stack:
+            pool = pool or stack.enter_context(sqlite_processes(cores()))
+            found = find_changes(path, dsn, password, plan, pool, schema)
+        pg_rows = {
+            r.name: r.rows_target for r in found.before.tables if r.name in _names(found.tables)
+        }
         with pg_connect(dsn, password) as pg:
             last_ids = {
                 t.name: pg.execute(sql).fetchone()[0]  # type: ignore[index]
@@ -162,8 +123,9 @@ def write_back(
             try:  # closed before COMMIT, the transaction rolls back: the file stays as it was
                 conn.execute("BEGIN IMMEDIATE")
                 sequences = _sequence_updates(conn, last_ids)
-                if todo or sequences:
-                    _rewrite(conn, pg, plan, schema, todo, differing, counts)
+                if found.tables or sequences:
+                    _rewrite(conn, pg, plan, schema, found.tables, counts)
+                    _check(conn, pg, schema, found.tables, pg_rows)
                     for sql, params in sequences:
                         conn.execute(sql, params)
                     conn.execute("COMMIT")
@@ -179,9 +141,13 @@ def write_back(
         ) from exc
     return WriteBack(
         rows=counts,
-        whole=tuple(r.table.name for r in todo if r.rowids is None and r.keys is None),
+        whole=tuple(c.table.name for c in found.tables if c.rowids is None and c.keys is None),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _names(changed: Sequence[Changed]) -> set[str]:
+    return {c.table.name for c in changed}
 
 
 def _rewrite(
@@ -189,8 +155,7 @@ def _rewrite(
     pg: psycopg.Connection[Any],
     plan: Plan,
     schema: str,
-    todo: list[_Rows],
-    expected: dict[str, tuple[int, int]],
+    changed: Sequence[Changed],
     counts: dict[str, int],
 ) -> None:
     migrated = {tr.name for tr in plan.triggers}
@@ -201,55 +166,125 @@ def _rewrite(
     ]
     for name, _sql in triggers:
         conn.execute(f"DROP TRIGGER {quote_ident(name)}")
-    for rows in todo:
-        counts[rows.table.name] = _rewrite_table(conn, pg, schema, rows)
+    for c in changed:
+        counts[c.table.name] = _rewrite_table(conn, pg, schema, c)
     for _name, sql in triggers:
         conn.execute(sql)
-    for rows in todo:
-        got = _checksum(conn, rows.table)
-        if got != expected[rows.table.name]:
+
+
+def _where(c: Changed) -> tuple[str, Any, str, Any]:
+    """(SQLite WHERE, its parameters, PostgreSQL WHERE, its parameters) selecting the
+    changed rows on each side; empty for a table rewritten whole."""
+    t = c.table
+    if c.rowids is not None:
+        ident = next(col for col in t.columns if col.identity)
+        ids = list(c.rowids)
+        sqlite_where = f" WHERE rowid IN (SELECT value FROM json_each('{_json_ints(ids)}'))"
+        return sqlite_where, (), f" WHERE {quote_ident(ident.name)} = ANY(%s)", (ids,)
+    if c.keys is not None:
+        walk = key_walk(t)
+        assert walk is not None
+        keys = list(c.keys)
+        return "", keys, keyed_where_pg(walk), walk.pg_params(keys)
+    return "", (), "", None
+
+
+def _json_ints(ids: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
+def _rewrite_table(
+    conn: sqlite3.Connection, pg: psycopg.Connection[Any], schema: str, c: Changed
+) -> int:
+    """Rows deleted or rewritten by key, or rows written into a table rewritten whole."""
+    t = c.table
+    qt = quote_ident(t.name)
+    held = _held(conn, t)
+    sqlite_where, _keys, pg_where, pg_params = _where(c)
+    if c.keys is not None:
+        walk = key_walk(t)
+        assert walk is not None
+        keyed, per = catch_up_where_sql(walk)
+        for part in batches(c.keys, per):
+            conn.execute(f"DELETE FROM {qt}{keyed(len(part))}", walk.sqlite_params(part))  # type: ignore[arg-type]
+    else:
+        conn.execute(f"DELETE FROM {qt}{sqlite_where}")
+    select = back_select_sql(t, schema, held)
+    written = 0
+    with pg.cursor(name="shipyard_back") as cur:
+        cur.itersize = 5000
+        if pg_params is None:
+            cur.execute(select)
+        else:
+            cur.execute(_escaped(select) + pg_where, pg_params)
+        insert = back_insert_sql(t)
+        while batch := cur.fetchmany(5000):
+            conn.executemany(insert, batch)
+            written += len(batch)
+    if c.rowids is not None:
+        return len(c.rowids)
+    return len(c.keys) if c.keys is not None else written
+
+
+def _check(
+    conn: sqlite3.Connection,
+    pg: psycopg.Connection[Any],
+    schema: str,
+    changed: Sequence[Changed],
+    pg_rows: dict[str, int],
+) -> None:
+    """Before COMMIT: the rewritten rows hash alike on both sides, and every rewritten
+    table has PostgreSQL's row count (the rows not rewritten were equal already)."""
+    for c in changed:
+        t = c.table
+        rows = conn.execute(f"SELECT count(*) FROM {quote_ident(t.name)}").fetchone()[0]
+        got = _sqlite_checksum(conn, c)
+        sql, params = _pg_checksum(c, schema)
+        want = pg.execute(sql, params).fetchone()
+        assert want is not None
+        if rows != pg_rows[t.name] or got != (int(want[0]), int(want[1])):
             raise MigrationError(
-                f"after the write-back, {rows.table.name!r} still differs from PostgreSQL"
-                f" ({got[0]} rows against {expected[rows.table.name][0]})",
+                f"after the write-back, {t.name!r} still differs from PostgreSQL"
+                f" ({rows} rows against {pg_rows[t.name]})",
                 hint=UNCHANGED,
             )
 
 
-def _rewrite_table(
-    conn: sqlite3.Connection, pg: psycopg.Connection[Any], schema: str, rows: _Rows
-) -> int:
-    """Rows deleted or rewritten by key, or rows written into a table rewritten whole."""
-    t = rows.table
-    qt = quote_ident(t.name)
-    insert = back_insert_sql(t)
-    held = _held(conn, t)
-    selects: list[tuple[str, Any]] = []
-    if rows.rowids is not None:
-        ident = next(c for c in t.columns if c.identity)
-        for part in batches(rows.rowids):
-            conn.execute(f"DELETE FROM {qt} WHERE rowid IN ({', '.join('?' * len(part))})", part)
-        where = f" WHERE {quote_ident(ident.name)} = ANY(%s)"
-        selects = [(_escaped(back_select_sql(t, schema, held)) + where, (list(rows.rowids),))]
-    elif rows.keys is not None:
+def _sqlite_checksum(conn: sqlite3.Connection, c: Changed) -> tuple[int, int]:
+    """(rows, sum of row hashes) of the changed rows, as the validation computes them."""
+    t = c.table
+    select, row_hash = source_row_hasher(t)
+    sqlite_where, keys, _pg_where, _pg_params = _where(c)
+    parts: list[tuple[str, Sequence[Any]]] = [(sqlite_where, ())]
+    if c.keys is not None:
         walk = key_walk(t)
         assert walk is not None
         keyed, per = catch_up_where_sql(walk)
-        for part in batches(rows.keys, per):
-            conn.execute(f"DELETE FROM {qt}{keyed(len(part))}", walk.sqlite_params(part))  # type: ignore[arg-type]
-        where = keyed_where_pg(walk)
-        selects = [(_escaped(back_select_sql(t, schema, held)) + where, walk.pg_params(rows.keys))]
-    else:
-        conn.execute(f"DELETE FROM {qt}")
-        selects = [(back_select_sql(t, schema, held), None)]
-    written = 0
-    for sql, params in selects:
-        with pg.cursor(name="shipyard_back") as cur:
-            cur.itersize = 5000
-            cur.execute(sql, params)
-            while batch := cur.fetchmany(5000):
-                conn.executemany(insert, batch)
-                written += len(batch)
-    return rows.count if rows.rowids is not None or rows.keys is not None else written
+        parts = [(keyed(len(p)), walk.sqlite_params(p)) for p in batches(keys, per)]  # type: ignore[arg-type]
+    total = count = 0
+    for where, params in parts:
+        rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{where}", params)
+        while batch := rows.fetchmany(5000):
+            total += sum(starmap(row_hash, batch))
+            count += len(batch)
+    return count, total
+
+
+def _pg_checksum(c: Changed, schema: str) -> tuple[str, Any]:
+    _sqlite_where, _keys, pg_where, pg_params = _where(c)
+    sql = pg_checksum_sql(c.table, schema)
+    if pg_params is None:
+        return sql, None
+    return _escaped(sql) + pg_where, pg_params
+
+
+def _held(conn: sqlite3.Connection, t: PlanTable) -> dict[str, HeldText]:
+    probe = held_probe_sql(t)
+    if probe is None:
+        return {}
+    sql, cols = probe
+    row = conn.execute(sql).fetchone()
+    return {c: held_text(*row[3 * i : 3 * i + 3]) for i, c in enumerate(cols)}
 
 
 def _escaped(sql: str) -> str:

@@ -83,7 +83,7 @@ case "${1:-}" in
     log "ruff + mypy"
     uv run ruff check . && uv run ruff format --check . && uv run mypy
     log "pytest"
-    uv run pytest -q tests
+    uv run pytest -q --durations=15 tests
     ;;
   release)
     install; up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tasks.core.models import Deployment, Instance, PushedImage
@@ -34,7 +35,12 @@ class DeployTarget(Protocol):
         self, service: ServiceSpec, version: str, image_ref: str, digest: str, release_id: str
     ) -> Deployment: ...
 
-    def undo(self, deployment: Deployment, service: ServiceSpec) -> None: ...
+    def undo(
+        self,
+        deployment: Deployment,
+        service: ServiceSpec,
+        on_switched: Callable[[], None] | None = None,
+    ) -> None: ...
 
     def discard(self, service: ServiceSpec, release_id: str) -> list[str]: ...
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -320,14 +321,23 @@ class DockerHost:
             raise DeployError(f"previous container {previous.name} is gone") from exc
         self.proxy.switch(backend, previous.slot, host, port)
 
-    def undo(self, deployment: Deployment, service: ServiceSpec) -> None:
-        """Put traffic back on the previous instance and drop the new one. Never raises."""
+    def undo(
+        self,
+        deployment: Deployment,
+        service: ServiceSpec,
+        on_switched: Callable[[], None] | None = None,
+    ) -> None:
+        """Put traffic back on the previous instance and drop the new one. Never raises.
+        `on_switched` runs once traffic is back, before the new container stops (a
+        cutover's writes thaw then, not seconds later)."""
         try:
             current = self.serving(service)
             if current is None or current.id != (
                 deployment.previous.id if deployment.previous else None
             ):
                 self._restore_route(service, deployment.previous)
+            if on_switched is not None:
+                on_switched()
         except Exception as exc:  # noqa: BLE001 - undo must never raise
             log.error("undo of %s: could not restore the route: %s", deployment.version, exc)
         try:

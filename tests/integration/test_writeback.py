@@ -155,7 +155,7 @@ def test_the_new_versions_writes_land_in_the_source_as_the_application_wrote_the
 
     assert done.rows == {"item": 4, "acct": 3, "audit": 3, "pair": 2, "loose": 30}, done
     assert done.whole == ("loose",)
-    assert differing_tables(db, target, "", cut.plan, "public") == {}  # the same content
+    assert differing_tables(db, target, "", cut.plan, "public") == set()  # the same content
     conn = sqlite3.connect(db)
     rows = conn.execute(
         "SELECT name, done, typeof(done), price, typeof(price), ratio, meta, created, stamped,"
