@@ -40,7 +40,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 _CLASSES = ("integer", "real", "text", "blob")
 _BOOLEAN_WORDS = "'t', 'f', 'true', 'false'"
-_TESTS = 14  # value tests per column, after the storage-class facts
+_TESTS = 16  # value tests per column, after the storage-class facts
 
 
 def _value_tests(c: str, declared: str, json: bool = False) -> str:
@@ -97,6 +97,13 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
         f" AND NOT {c} GLOB '*[^0-9.]*') OR ({c} GLOB '*:*:*' AND NOT {c} GLOB '*[^0-9a-f:.]*'))), 0)"
         if ip_text(declared)
         else "0"
+    )
+    datetime = "DATE" in d or "TIME" in d
+    parts.append(  # the layout of datetime text: a 'T' separator (isoformat())
+        f"coalesce(sum(typeof({c}) = 'text' AND substr({c}, 11, 1) = 'T'), 0)" if datetime else "0"
+    )
+    parts.append(  # and a fraction of a second
+        f"coalesce(sum(typeof({c}) = 'text' AND substr({c}, 20, 1) = '.'), 0)" if datetime else "0"
     )
     parts.append(  # Tortoise's UUIDField, and what a UUID column often holds: str(uuid)
         f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 36 AND substr({c}, 9, 1) = '-'"
@@ -169,6 +176,8 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         time_ok,
         uuid_ok,
         ip_ok,
+        iso_t,
+        iso_fraction,
         dashed_ok,
     ) = row
     return ColumnStats(
@@ -191,6 +200,8 @@ def _stats(row: tuple[int | None, ...]) -> ColumnStats:
         all_uuid_hex=bool(text) and uuid_ok == text,
         all_ip=bool(text) and ip_ok == text,
         all_uuid_dashed=bool(text) and dashed_ok == text,
+        iso_t=iso_t or 0,
+        iso_fraction=iso_fraction or 0,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from tasks.core.datetext import HeldText, held_text
 from tasks.core.errors import MigrationError
 from tasks.core.migration import (
     Plan,
@@ -37,12 +38,10 @@ from tasks.core.migration import (
 )
 from tasks.core.sqlmap import quote_ident
 from tasks.core.writeback import (
-    HeldText,
     back_insert_sql,
     back_select_sql,
     batches,
     held_probe_sql,
-    held_text,
     sequence_sql,
     written_columns,
 )

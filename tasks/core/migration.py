@@ -31,6 +31,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.core.datetext import HeldText, datetime_text_sql, held_text
 from tasks.core.sqlddl import (
     DDLError,
     TableDDL,
@@ -178,6 +179,9 @@ class PlanColumn(BaseModel):
     # 'dashed' text, an interval's 'epoch' datetime, a boolean's 't'/'f' or a bytea's
     # NUL-holding 'text'; 'generated' for a generated column (SQLite computes it)
     held: str = ""
+    # a timestamp's text layout in SQLite: "T" or "space", then "always" or "nonzero"
+    # (its fraction of a second), e.g. "space,nonzero" for str(datetime)
+    held_layout: str = ""
 
 
 class PlanIndex(BaseModel):
@@ -336,6 +340,36 @@ def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> 
     used = {t.text.lower() for t in toks if t.kind in ("word", "ident")} & names.keys()
     if used:
         raise Untranslatable(why.format(names[min(used)]))
+
+
+def _layout(st: ColumnStats) -> str:
+    h = held_text(st.text, st.iso_t, st.iso_fraction)
+    return f"{'T' if h.t_separator else 'space'},{'always' if h.fraction_always else 'nonzero'}"
+
+
+def _datetime_texts(tables: Sequence[PlanTable], column_types: Mapping[str, str]) -> dict[str, str]:
+    """Per column name, the template rendering the datetime text SQLite held, where every
+    column by that name is a timestamp (or every one a date) held in one layout."""
+    found: dict[str, set[str]] = {}
+    for t in tables:
+        for c in t.columns:
+            if c.pg_type == "timestamp" and c.held_layout:
+                found.setdefault(c.name.lower(), set()).add(c.held_layout)
+            elif c.pg_type == "date":
+                found.setdefault(c.name.lower(), set()).add("date")
+            elif column_types.get(c.name.lower()) == "timestamp":
+                found.setdefault(c.name.lower(), set()).add("other")
+    out = {}
+    for name, layouts in found.items():
+        if len(layouts) != 1 or column_types.get(name) != "timestamp":
+            continue
+        layout = next(iter(layouts))
+        if layout == "date":
+            out[name] = "to_char({0}, 'YYYY-MM-DD')"
+        elif layout != "other":
+            sep, frac = layout.split(",")
+            out[name] = datetime_text_sql(HeldText(sep == "T", frac == "always"))
+    return out
 
 
 def uuid_text_form(c: PlanColumn) -> str:
@@ -641,6 +675,7 @@ def build_plan(
                     pg_canon=pg_canon.format(c=q),
                     pg_copy=None if pg_copy is None else pg_copy.format(c=q),
                     held=held,
+                    held_layout=_layout(st) if pg_type == "timestamp" else "",
                 )
             )
         booleans = frozenset(c.name.lower() for c in cols if c.pg_type == "boolean")
@@ -792,6 +827,7 @@ def build_plan(
         for c in t.columns
         if c.pg_type == "uuid" and c.name.lower() not in uuid_text
     }
+    datetime_text = _datetime_texts(tables, column_types)
     views: list[PlanView] = []
     for v in schema.views:
         try:
@@ -809,6 +845,7 @@ def build_plan(
                         booleans=all_booleans,
                         column_types=column_types,
                         uuid_text=uuid_text,
+                        datetime_text=datetime_text,
                     ),
                     concat_separators=separators or (),
                 )
@@ -844,6 +881,7 @@ def build_plan(
                     function=lambda n: _name(n, "fn", taken=fn_names),
                     column_types=column_types,
                     uuid_text=uuid_text,
+                    datetime_text=datetime_text,
                 )
             )
         except (Untranslatable, DDLError, ValueError) as exc:

@@ -787,6 +787,7 @@ def translate(
     booleans: frozenset[str] = frozenset(),
     column_types: Mapping[str, str] = {},
     uuid_text: Mapping[str, str] = {},
+    datetime_text: Mapping[str, str] = {},
 ) -> str:
     """Re-emit a SQLite expression or SELECT as PostgreSQL, token by token.
 
@@ -799,6 +800,9 @@ def translate(
     `uuid_text` gives the form ("hex" or "dashed") SQLite held the uuid columns
     in: where SQL reads one as text (text functions, `||`, LIKE, CAST AS TEXT,
     group_concat), it reads that text, as in SQLite, not PostgreSQL's dashed form.
+    `datetime_text` does the same for timestamp columns: a template ({0}: the
+    column) rendering the text layout SQLite held, so `substr(at, 1, 7)` or
+    `at LIKE '2024-%'` read what they read in SQLite.
     """
     temporal = frozenset(n for n, k in column_types.items() if k == "timestamp")
 
@@ -825,16 +829,27 @@ def translate(
             booleans=booleans,
             column_types=column_types,
             uuid_text=uuid_text,
+            datetime_text=datetime_text,
         )
 
     def as_text(arg: Sequence[Tok]) -> str | None:
-        """A uuid column as the text SQLite held, else None (a trigger probe's typed
-        NULL stands for any form: the probe only checks types)."""
-        if not uuid_text or not arg:
+        """A uuid or datetime column as the text SQLite held, else None (a trigger
+        probe's typed NULL stands for any form: the probe only checks types)."""
+        if not arg:
             return None
-        form = "hex" if arg[-1].kind == "record" else uuid_text.get(arg[-1].text.lower())
-        ref = column(list(arg), "uuid") if form is not None else None
-        return None if ref is None or form is None else UUID_TEXT[form].format(ref)
+        probe = arg[-1].kind == "record"
+        if uuid_text:
+            form = "hex" if probe else uuid_text.get(arg[-1].text.lower())
+            ref = column(list(arg), "uuid") if form is not None else None
+            if ref is not None and form is not None:
+                return UUID_TEXT[form].format(ref)
+        if datetime_text:
+            some = next(iter(datetime_text.values()))
+            template = some if probe else datetime_text.get(arg[-1].text.lower())
+            ref = column(list(arg), "timestamp") if template is not None else None
+            if ref is not None and template is not None:
+                return template.format(ref)
+        return None
 
     def text_args(args: Sequence[Tok]) -> str:
         return ", ".join(as_text(a) or again(a) for a in split_top(list(args)))
@@ -852,7 +867,7 @@ def translate(
         up = t.text.upper()
         before = toks[k - 1] if k else None
         if (
-            uuid_text
+            (uuid_text or datetime_text)
             and t.kind in ("word", "ident", "record")
             and (nxt is None or nxt.kind != "lp")
             and not (before is not None and before.text == ".")

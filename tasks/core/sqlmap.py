@@ -157,6 +157,8 @@ class ColumnStats(BaseModel):
     all_uuid_hex: bool = False  # every text is 32 lower-case hex digits (UUID columns)
     all_uuid_dashed: bool = False  # every text is a lower-case 8-4-4-4-12 UUID (UUID columns)
     all_ip: bool = False  # every text looks like an IPv4/IPv6 address (CHAR(39) columns)
+    iso_t: int = 0  # DATE/TIME columns: texts with a 'T' between date and time
+    iso_fraction: int = 0  # DATE/TIME columns: texts with a fraction of a second
 
 
 def classes_from_extremes(

@@ -162,12 +162,14 @@ class _Context:
         booleans: frozenset[str],
         column_types: Mapping[str, str],
         uuid_text: Mapping[str, str] = {},
+        datetime_text: Mapping[str, str] = {},
     ) -> None:
         self.resolve = resolve
         self.columns = columns
         self.booleans = booleans
         self.column_types = column_types
         self.uuid_text = uuid_text
+        self.datetime_text = datetime_text
         self.row: Mapping[str, str] | None = None  # set: render probes, not PL/pgSQL
 
     @property
@@ -186,6 +188,7 @@ class _Context:
             booleans=self.booleans,
             column_types=self.column_types,
             uuid_text=self.uuid_text,
+            datetime_text=self.datetime_text,
         )
 
     def table(self, tok: Tok) -> tuple[str, Mapping[str, str]]:
@@ -357,10 +360,12 @@ def translate_trigger(
     function: Callable[[str], str] = lambda name: name,
     column_types: Mapping[str, str] | None = None,
     uuid_text: Mapping[str, str] | None = None,
+    datetime_text: Mapping[str, str] | None = None,
 ) -> PlanTrigger:
     """`columns`: every migrated table's columns and PostgreSQL types, in order;
     `function` names the trigger function after the trigger; `column_types` and
-    `uuid_text` as for `translate` (NEW.x and OLD.x are read like columns)."""
+    `uuid_text` and `datetime_text` as for `translate` (NEW.x and OLD.x are read
+    like columns)."""
     toks = tokenize(sql)
     while toks and toks[-1].kind == "semi":
         toks.pop()
@@ -383,7 +388,9 @@ def translate_trigger(
         k += 1
     elif _is(toks[k], "INSTEAD"):
         raise Untranslatable("INSTEAD OF trigger (on a view)")
-    ctx = _Context(resolve, columns, booleans, column_types or {}, uuid_text or {})
+    ctx = _Context(
+        resolve, columns, booleans, column_types or {}, uuid_text or {}, datetime_text or {}
+    )
     event = toks[k].text.upper()
     if event not in ("INSERT", "DELETE", "UPDATE"):
         raise DDLError(f"unknown trigger event {toks[k].text}")

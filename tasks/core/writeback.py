@@ -15,30 +15,13 @@ write-back runs (`held_probe_sql`), so the migration pays nothing for it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from tasks.core.datetext import HeldText, datetime_sql, fraction_sql
 from tasks.core.migration import PlanColumn, PlanTable
 from tasks.core.sqlmap import quote_ident
 
 # the column's text as the source held it, by PostgreSQL type: {c} is the column
 _AS_IS = {"bigint", "double precision", "bytea", "text"}
-
-
-@dataclass(frozen=True)
-class HeldText:
-    """How a column's datetime or time text was written: learnt from its values."""
-
-    t_separator: bool = False  # 'T' between date and time (isoformat()), else a space
-    fraction_always: bool = False  # '.ffffff' even when zero (SQLAlchemy), else only when not
-
-
-def held_text(count: int, with_t: int, with_fraction: int) -> HeldText:
-    """The layout most values had. A fraction is written always only when every value
-    had one: Python's isoformat() (Django, the sqlite3 adapter) omits a zero one."""
-    return HeldText(
-        t_separator=count > 0 and 2 * with_t > count,
-        fraction_always=count > 0 and with_fraction == count,
-    )
 
 
 def held_probe_sql(t: PlanTable) -> tuple[str, tuple[str, ...]] | None:
@@ -68,17 +51,6 @@ def _text_layout(c: PlanColumn) -> str | None:
     return None
 
 
-def _fraction(value: str, held: HeldText) -> str:
-    if held.fraction_always:
-        return f"to_char({value}, '.US')"
-    return f"CASE WHEN date_trunc('second', {value}) = {value} THEN '' ELSE to_char({value}, '.US') END"
-
-
-def _datetime(value: str, held: HeldText) -> str:
-    sep = '"T"' if held.t_separator else " "
-    return f"to_char({value}, 'YYYY-MM-DD{sep}HH24:MI:SS') || {_fraction(value, held)}"
-
-
 def back_expr(c: PlanColumn, held: HeldText | None = None) -> str | None:
     """PostgreSQL expression: the stored value as the source held it (the driver's int,
     float, str or bytes gives SQLite the same storage class); None for a generated
@@ -97,13 +69,13 @@ def back_expr(c: PlanColumn, held: HeldText | None = None) -> str | None:
         t, f = ("'t'", "'f'") if c.held == "text" else ("1", "0")
         return f"CASE WHEN {q} IS NULL THEN NULL WHEN {q} THEN {t} ELSE {f} END"
     if kind == "timestamp":
-        return _datetime(q, held)
+        return datetime_sql(q, held)
     if kind == "timestamptz":
-        return _datetime(f"({q} AT TIME ZONE 'UTC')", held)
+        return datetime_sql(f"({q} AT TIME ZONE 'UTC')", held)
     if kind == "time":
-        return f"to_char({q}, 'HH24:MI:SS') || {_fraction(q, held)}"
+        return f"to_char({q}, 'HH24:MI:SS') || {fraction_sql(q, held)}"
     if kind == "interval" and c.held == "epoch":
-        return _datetime(f"(timestamp '1970-01-01' + {q})", held)
+        return datetime_sql(f"(timestamp '1970-01-01' + {q})", held)
     if kind == "interval":
         return f"(extract(epoch FROM {q}) * 1000000)::bigint"
     if kind == "inet":

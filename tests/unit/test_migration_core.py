@@ -9,6 +9,7 @@ from uuid import UUID
 
 import pytest
 
+from tasks.core.datetext import HeldText, held_text
 from tasks.core.migration import (
     ROWID_BUCKET,
     MigrationOptions,
@@ -53,12 +54,10 @@ from tasks.core.sqlddl import (
 )
 from tasks.core.sqlmap import ColumnStats, classes_from_extremes
 from tasks.core.writeback import (
-    HeldText,
     back_expr,
     back_insert_sql,
     back_select_sql,
     held_probe_sql,
-    held_text,
 )
 
 
