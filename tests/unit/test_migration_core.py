@@ -1050,3 +1050,22 @@ def test_write_back_sql_skips_generated_columns_and_reads_nul_text_back_as_text(
     assert back_select_sql(t, "public", {}).startswith('SELECT "a", "s", to_char("at",')
     probe = held_probe_sql(t)
     assert probe is not None and probe[1] == ("at",) and "substr(\"at\", 9, 1) = '.'" in probe[0]
+
+
+def test_a_datetime_read_as_text_renders_the_layout_sqlite_held_and_date_functions_do_not():
+    from tasks.core.datetext import datetime_text_sql
+    from tasks.core.sqlddl import tokenize, translate
+
+    layout = datetime_text_sql(HeldText(t_separator=True, fraction_always=True))
+
+    def pg(sql: str) -> str:
+        return translate(
+            tokenize(sql),
+            lambda n: n,
+            column_types={"at": "timestamp"},
+            datetime_text={"at": layout},
+        )
+
+    text = pg("SELECT substr(at, 1, 7), at || 'x', at LIKE '2024-%' FROM t")
+    assert text.count("'YYYY-MM-DD\"T\"HH24:MI:SS'") == 3 and text.count("'.US'") == 3
+    assert 'YYYY-MM-DD"T"' not in pg("SELECT strftime('%Y', at), at > '2024' FROM t")
