@@ -178,6 +178,11 @@ class WriteBackGuard:
             self.frozen_s = round(time.monotonic() - started, 3)
             return False
         self.rows = sum(done.rows.values())
+        if done.not_written:
+            log.warning(
+                "not written back (the source never had them; their data stays in PostgreSQL): %s",
+                ", ".join(done.not_written),
+            )
         rec = self.ctx.ledger.get(self.release_id)
         if rec is not None:  # a run killed from here on is recovered as any other
             self.ctx.ledger.write(rec.with_changes(writes_thawed=False, written_back=self.rows))

@@ -64,6 +64,9 @@ class WriteBack:
     rows: dict[str, int]  # rows deleted or rewritten by key, or written into a whole table
     whole: tuple[str, ...]  # tables rewritten whole (no key to find rows by)
     seconds: float
+    # columns and tables PostgreSQL has and the source never had (the new version's own
+    # schema changes): their data cannot go back, it stays in PostgreSQL
+    not_written: tuple[str, ...] = ()
 
 
 def _written(plan: Plan) -> Plan:
@@ -104,7 +107,7 @@ def write_back(
     """
     started = time.perf_counter()
     counts: dict[str, int] = {}
-    plan = _written(plan)
+    full, plan = plan, _written(plan)
     try:
         with ExitStack() as stack:
             pool = pool or stack.enter_context(sqlite_processes(cores()))
@@ -113,6 +116,7 @@ def write_back(
             r.name: r.rows_target for r in found.before.tables if r.name in _names(found.tables)
         }
         with pg_connect(dsn, password) as pg:
+            not_written = _unknown_to_the_source(pg, full, schema)
             last_ids = {
                 t.name: pg.execute(sql).fetchone()[0]  # type: ignore[index]
                 for t in plan.tables
@@ -142,7 +146,30 @@ def write_back(
         rows=counts,
         whole=tuple(c.table.name for c in found.tables if c.rowids is None and c.keys is None),
         seconds=round(time.perf_counter() - started, 3),
+        not_written=not_written,
     )
+
+
+def _unknown_to_the_source(pg: psycopg.Connection[Any], plan: Plan, schema: str) -> tuple[str, ...]:
+    """ "table.column" and "table" names in `schema` that the plan does not know."""
+    known = {t.name: {c.name for c in t.columns} for t in plan.tables}
+    out: list[str] = []
+    rows = pg.execute(
+        "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+        " JOIN information_schema.tables t USING (table_schema, table_name)"
+        " WHERE c.table_schema = %s AND t.table_type = 'BASE TABLE'"
+        " ORDER BY c.table_name, c.ordinal_position",
+        (schema,),
+    ).fetchall()
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, []).append(column)
+    for table, columns in tables.items():
+        if table not in known:
+            out.append(table)
+            continue
+        out += [f"{table}.{c}" for c in columns if c not in known[table]]
+    return tuple(out)
 
 
 def _names(changed: Sequence[Changed]) -> set[str]:

@@ -151,9 +151,14 @@ def test_the_new_versions_writes_land_in_the_source_as_the_application_wrote_the
         "loose",
     }
 
+    with psycopg.connect(target) as pg:  # the new version's own schema change
+        pg.execute("ALTER TABLE acct ADD COLUMN nickname TEXT DEFAULT 'nick'")
+        pg.execute("CREATE TABLE badges (id bigint PRIMARY KEY)")
+
     done = write_back(db, target, "", cut.plan, "public")
 
     assert done.rows == {"item": 4, "acct": 3, "audit": 3, "pair": 2, "loose": 30}, done
+    assert done.not_written == ("acct.nickname", "badges")  # reported, the rest goes back
     assert done.whole == ("loose",)
     assert differing_tables(db, target, "", cut.plan, "public") == set()  # the same content
     conn = sqlite3.connect(db)
