@@ -455,18 +455,16 @@ def release(
                 else record.current_step
             )
             previous = deployment.previous.version if switched and deployment.previous else None
-            kept = guard is not None and guard.kept is not None
+            why_kept = guard.kept if guard is not None else None
+            kept = why_kept is not None
             reason = f"{type(exc).__name__}: {exc}"
-            if guard is not None and guard.kept is not None:
-                reason += f"; {version} keeps serving, the write-back failed: {guard.kept}"
+            if kept:
+                reason += f"; {version} keeps serving, the write-back failed: {why_kept}"
+            outcome = Outcome.ROLLED_BACK if switched else Outcome.FAILED
             finish(
                 ctx,
                 record,
-                outcome=Outcome.KEPT
-                if kept
-                else Outcome.ROLLED_BACK
-                if switched
-                else Outcome.FAILED,
+                outcome=Outcome.KEPT if kept else outcome,
                 failed_step=failed or record.current_step,
                 reason=reason,
                 phases=tuple(phases),

@@ -102,8 +102,11 @@ def _value_tests(c: str, declared: str, json: bool = False) -> str:
     parts.append(  # the layout of datetime text: a 'T' separator (isoformat())
         f"coalesce(sum(typeof({c}) = 'text' AND substr({c}, 11, 1) = 'T'), 0)" if datetime else "0"
     )
+    dot = 9 if time_only(declared) else 20  # HH:MM:SS.f or YYYY-MM-DD HH:MM:SS.f
     parts.append(  # and a fraction of a second
-        f"coalesce(sum(typeof({c}) = 'text' AND substr({c}, 20, 1) = '.'), 0)" if datetime else "0"
+        f"coalesce(sum(typeof({c}) = 'text' AND substr({c}, {dot}, 1) = '.'), 0)"
+        if datetime
+        else "0"
     )
     parts.append(  # Tortoise's UUIDField, and what a UUID column often holds: str(uuid)
         f"coalesce(sum(typeof({c}) = 'text' AND length({c}) = 36 AND substr({c}, 9, 1) = '-'"

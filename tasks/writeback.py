@@ -25,7 +25,6 @@ from typing import Any
 
 import psycopg
 
-from tasks.core.datetext import HeldText, held_text
 from tasks.core.errors import MigrationError
 from tasks.core.migration import (
     Plan,
@@ -41,7 +40,6 @@ from tasks.core.writeback import (
     back_insert_sql,
     back_select_sql,
     batches,
-    held_probe_sql,
     sequence_sql,
     written_columns,
 )
@@ -112,9 +110,8 @@ def write_back(
         with ExitStack() as stack:
             pool = pool or stack.enter_context(sqlite_processes(cores()))
             found = find_changes(path, dsn, password, plan, pool, schema)
-        pg_rows = {
-            r.name: r.rows_target for r in found.before.tables if r.name in _names(found.tables)
-        }
+        changed = {c.table.name for c in found.tables}
+        pg_rows = {r.name: r.rows_target for r in found.before.tables if r.name in changed}
         with pg_connect(dsn, password) as pg:
             not_written = _unknown_to_the_source(pg, full, schema)
             last_ids = {
@@ -172,10 +169,6 @@ def _unknown_to_the_source(pg: psycopg.Connection[Any], plan: Plan, schema: str)
     return tuple(out)
 
 
-def _names(changed: Sequence[Changed]) -> set[str]:
-    return {c.table.name for c in changed}
-
-
 def _rewrite(
     conn: sqlite3.Connection,
     pg: psycopg.Connection[Any],
@@ -198,25 +191,46 @@ def _rewrite(
         conn.execute(sql)
 
 
-def _where(c: Changed) -> tuple[str, Any, str, Any]:
-    """(SQLite WHERE, its parameters, PostgreSQL WHERE, its parameters) selecting the
-    changed rows on each side; empty for a table rewritten whole."""
+@dataclass(frozen=True)
+class _Rows:
+    """The changed rows of a table as each side selects them: SQLite by WHERE clauses
+    (several for many keys: SQLite takes 32766 parameters a statement), PostgreSQL by
+    one WHERE; none (the whole table) for a table without a usable key."""
+
+    sqlite: list[tuple[str, Sequence[Any]]]
+    pg_where: str
+    pg_params: Any
+
+
+def _rows(c: Changed) -> _Rows:
     t = c.table
     if c.rowids is not None:
         ident = next(col for col in t.columns if col.identity)
-        ids = list(c.rowids)
-        sqlite_where = f" WHERE rowid IN (SELECT value FROM json_each('{_json_ints(ids)}'))"
-        return sqlite_where, (), f" WHERE {quote_ident(ident.name)} = ANY(%s)", (ids,)
+        ids = [int(i) for i in c.rowids]
+        json_ids = "[" + ",".join(map(str, ids)) + "]"
+        return _Rows(
+            [(f" WHERE rowid IN (SELECT value FROM json_each('{json_ids}'))", ())],
+            f" WHERE {quote_ident(ident.name)} = ANY(%s)",
+            (ids,),
+        )
     if c.keys is not None:
         walk = key_walk(t)
         assert walk is not None
+        keyed, per = catch_up_where_sql(walk)
         keys = list(c.keys)
-        return "", keys, keyed_where_pg(walk), walk.pg_params(keys)
-    return "", (), "", None
+        return _Rows(
+            [(keyed(len(part)), walk.sqlite_params(part)) for part in batches(keys, per)],
+            keyed_where_pg(walk),
+            walk.pg_params(keys),
+        )
+    return _Rows([("", ())], "", None)
 
 
-def _json_ints(ids: Sequence[int]) -> str:
-    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+def _pg_sql(sql: str, rows: _Rows) -> tuple[str, Any]:
+    """`sql` over the changed rows only; a '%' in a quoted name is no placeholder then."""
+    if rows.pg_params is None:
+        return sql, None
+    return sql.replace("%", "%%") + rows.pg_where, rows.pg_params
 
 
 def _rewrite_table(
@@ -224,25 +238,13 @@ def _rewrite_table(
 ) -> int:
     """Rows deleted or rewritten by key, or rows written into a table rewritten whole."""
     t = c.table
-    qt = quote_ident(t.name)
-    held = _held(conn, t)
-    sqlite_where, _keys, pg_where, pg_params = _where(c)
-    if c.keys is not None:
-        walk = key_walk(t)
-        assert walk is not None
-        keyed, per = catch_up_where_sql(walk)
-        for part in batches(c.keys, per):
-            conn.execute(f"DELETE FROM {qt}{keyed(len(part))}", walk.sqlite_params(part))  # type: ignore[arg-type]
-    else:
-        conn.execute(f"DELETE FROM {qt}{sqlite_where}")
-    select = back_select_sql(t, schema, held)
+    rows = _rows(c)
+    for where, params in rows.sqlite:
+        conn.execute(f"DELETE FROM {quote_ident(t.name)}{where}", params)
     written = 0
     with pg.cursor(name="shipyard_back") as cur:
         cur.itersize = 5000
-        if pg_params is None:
-            cur.execute(select)
-        else:
-            cur.execute(_escaped(select) + pg_where, pg_params)
+        cur.execute(*_pg_sql(back_select_sql(t, schema), rows))
         insert = back_insert_sql(t)
         while batch := cur.fetchmany(5000):
             conn.executemany(insert, batch)
@@ -264,9 +266,9 @@ def _check(
     for c in changed:
         t = c.table
         rows = conn.execute(f"SELECT count(*) FROM {quote_ident(t.name)}").fetchone()[0]
-        got = _sqlite_checksum(conn, c)
-        sql, params = _pg_checksum(c, schema)
-        want = pg.execute(sql, params).fetchone()
+        selected = _rows(c)
+        got = _sqlite_checksum(conn, t, selected)
+        want = pg.execute(*_pg_sql(pg_checksum_sql(t, schema), selected)).fetchone()
         assert want is not None
         if rows != pg_rows[t.name] or got != (int(want[0]), int(want[1])):
             raise MigrationError(
@@ -276,46 +278,16 @@ def _check(
             )
 
 
-def _sqlite_checksum(conn: sqlite3.Connection, c: Changed) -> tuple[int, int]:
+def _sqlite_checksum(conn: sqlite3.Connection, t: PlanTable, rows: _Rows) -> tuple[int, int]:
     """(rows, sum of row hashes) of the changed rows, as the validation computes them."""
-    t = c.table
     select, row_hash = source_row_hasher(t)
-    sqlite_where, keys, _pg_where, _pg_params = _where(c)
-    parts: list[tuple[str, Sequence[Any]]] = [(sqlite_where, ())]
-    if c.keys is not None:
-        walk = key_walk(t)
-        assert walk is not None
-        keyed, per = catch_up_where_sql(walk)
-        parts = [(keyed(len(p)), walk.sqlite_params(p)) for p in batches(keys, per)]  # type: ignore[arg-type]
     total = count = 0
-    for where, params in parts:
-        rows = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{where}", params)
-        while batch := rows.fetchmany(5000):
+    for where, params in rows.sqlite:
+        cur = conn.execute(f"SELECT {select} FROM {quote_ident(t.name)}{where}", params)
+        while batch := cur.fetchmany(5000):
             total += sum(starmap(row_hash, batch))
             count += len(batch)
     return count, total
-
-
-def _pg_checksum(c: Changed, schema: str) -> tuple[str, Any]:
-    _sqlite_where, _keys, pg_where, pg_params = _where(c)
-    sql = pg_checksum_sql(c.table, schema)
-    if pg_params is None:
-        return sql, None
-    return _escaped(sql) + pg_where, pg_params
-
-
-def _held(conn: sqlite3.Connection, t: PlanTable) -> dict[str, HeldText]:
-    probe = held_probe_sql(t)
-    if probe is None:
-        return {}
-    sql, cols = probe
-    row = conn.execute(sql).fetchone()
-    return {c: held_text(*row[3 * i : 3 * i + 3]) for i, c in enumerate(cols)}
-
-
-def _escaped(sql: str) -> str:
-    """SQL that will be sent with parameters: a '%' in a quoted name is no placeholder."""
-    return sql.replace("%", "%%")
 
 
 def _sequence_updates(

@@ -30,6 +30,19 @@ def held_text(count: int, with_t: int, with_fraction: int) -> HeldText:
     )
 
 
+def layout(held: HeldText) -> str:
+    """How the plan keeps a layout: "T" or "space", then "always" or "nonzero"."""
+    return (
+        f"{'T' if held.t_separator else 'space'},{'always' if held.fraction_always else 'nonzero'}"
+    )
+
+
+def from_layout(text: str) -> HeldText:
+    """The layout the plan kept ("" for none: str(datetime)'s, the usual one)."""
+    sep, _, fraction = text.partition(",")
+    return HeldText(t_separator=sep == "T", fraction_always=fraction == "always")
+
+
 def fraction_sql(value: str, held: HeldText) -> str:
     if held.fraction_always:
         return f"to_char({value}, '.US')"

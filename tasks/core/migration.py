@@ -31,7 +31,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.core.datetext import HeldText, datetime_text_sql, held_text
+from tasks.core.datetext import datetime_text_sql, from_layout, held_text, layout
 from tasks.core.sqlddl import (
     DDLError,
     TableDDL,
@@ -179,8 +179,8 @@ class PlanColumn(BaseModel):
     # 'dashed' text, an interval's 'epoch' datetime, a boolean's 't'/'f' or a bytea's
     # NUL-holding 'text'; 'generated' for a generated column (SQLite computes it)
     held: str = ""
-    # a timestamp's text layout in SQLite: "T" or "space", then "always" or "nonzero"
-    # (its fraction of a second), e.g. "space,nonzero" for str(datetime)
+    # the text layout of a datetime or time in SQLite (from the scan): "T" or "space",
+    # then "always" or "nonzero" (its fraction of a second); "space,nonzero": str(datetime)
     held_layout: str = ""
 
 
@@ -342,9 +342,11 @@ def _not_using(sql: str | Sequence[Tok], names: Mapping[str, str], why: str) -> 
         raise Untranslatable(why.format(names[min(used)]))
 
 
+_TEXT_LAYOUT = ("timestamp", "timestamptz", "time")  # and an interval held as a datetime
+
+
 def _layout(st: ColumnStats) -> str:
-    h = held_text(st.text, st.iso_t, st.iso_fraction)
-    return f"{'T' if h.t_separator else 'space'},{'always' if h.fraction_always else 'nonzero'}"
+    return layout(held_text(st.text, st.iso_t, st.iso_fraction))
 
 
 def _datetime_texts(tables: Sequence[PlanTable], column_types: Mapping[str, str]) -> dict[str, str]:
@@ -363,12 +365,11 @@ def _datetime_texts(tables: Sequence[PlanTable], column_types: Mapping[str, str]
     for name, layouts in found.items():
         if len(layouts) != 1 or column_types.get(name) != "timestamp":
             continue
-        layout = next(iter(layouts))
-        if layout == "date":
+        held = next(iter(layouts))
+        if held == "date":
             out[name] = "to_char({0}, 'YYYY-MM-DD')"
-        elif layout != "other":
-            sep, frac = layout.split(",")
-            out[name] = datetime_text_sql(HeldText(sep == "T", frac == "always"))
+        elif held != "other":
+            out[name] = datetime_text_sql(from_layout(held))
     return out
 
 
@@ -675,7 +676,7 @@ def build_plan(
                     pg_canon=pg_canon.format(c=q),
                     pg_copy=None if pg_copy is None else pg_copy.format(c=q),
                     held=held,
-                    held_layout=_layout(st) if pg_type == "timestamp" else "",
+                    held_layout=_layout(st) if pg_type in _TEXT_LAYOUT or held == "epoch" else "",
                 )
             )
         booleans = frozenset(c.name.lower() for c in cols if c.pg_type == "boolean")

@@ -8,54 +8,29 @@ the application wrote it to SQLite (Django's datetime text, 0/1 booleans, hex
 uuids …), so the old version reads back what it would have written itself.
 
 The held text layout of datetimes (`T` or space, a fraction always or only when
-non-zero) is not in the plan: it is read from the source's values when the
-write-back runs (`held_probe_sql`), so the migration pays nothing for it.
+non-zero) is the one the scan found (`PlanColumn.held_layout`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TypeVar
 
-from tasks.core.datetext import HeldText, datetime_sql, fraction_sql
+from tasks.core.datetext import HeldText, datetime_sql, fraction_sql, from_layout
 from tasks.core.migration import PlanColumn, PlanTable
 from tasks.core.sqlmap import quote_ident
 
+T = TypeVar("T")
+
 # the column's text as the source held it, by PostgreSQL type: {c} is the column
 _AS_IS = {"bigint", "double precision", "bytea", "text"}
-
-
-def held_probe_sql(t: PlanTable) -> tuple[str, tuple[str, ...]] | None:
-    """(SQLite query, columns) counting, per datetime or time column, its text values,
-    those with a 'T' separator and those with a fraction; None without such columns."""
-    cols = [c for c in t.columns if _text_layout(c) is not None]
-    if not cols:
-        return None
-    parts = []
-    for c in cols:
-        q = quote_ident(c.name)
-        dot = 9 if _text_layout(c) == "time" else 20
-        parts.append(
-            f"coalesce(sum(typeof({q}) = 'text'), 0),"
-            f" coalesce(sum(typeof({q}) = 'text' AND substr({q}, 11, 1) = 'T'), 0),"
-            f" coalesce(sum(typeof({q}) = 'text' AND substr({q}, {dot}, 1) = '.'), 0)"
-        )
-    return f"SELECT {', '.join(parts)} FROM {quote_ident(t.name)}", tuple(c.name for c in cols)
-
-
-def _text_layout(c: PlanColumn) -> str | None:
-    """'datetime' or 'time' where the source held the value as ISO text."""
-    if c.pg_type in ("timestamp", "timestamptz") or (c.pg_type == "interval" and c.held == "epoch"):
-        return "datetime"
-    if c.pg_type == "time":
-        return "time"
-    return None
 
 
 def back_expr(c: PlanColumn, held: HeldText | None = None) -> str | None:
     """PostgreSQL expression: the stored value as the source held it (the driver's int,
     float, str or bytes gives SQLite the same storage class); None for a generated
     column, which SQLite computes itself."""
-    held = held or HeldText()
+    held = held or from_layout(c.held_layout)
     q = quote_ident(c.name)
     kind = c.pg_type
     if c.held == "generated":
@@ -91,14 +66,12 @@ def written_columns(t: PlanTable) -> list[PlanColumn]:
     return [c for c in t.columns if c.held != "generated"]
 
 
-def back_select_sql(
-    t: PlanTable, schema: str, held: Mapping[str, HeldText], where: str = ""
-) -> str:
+def back_select_sql(t: PlanTable, schema: str) -> str:
     """PostgreSQL: the rows of `t` rendered as the source holds them, `written_columns` order."""
-    exprs = [back_expr(c, held.get(c.name)) for c in written_columns(t)]
+    exprs = [back_expr(c) for c in written_columns(t)]
     return (
         f"SELECT {', '.join(e for e in exprs if e is not None)}"
-        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}{where}"
+        f" FROM {quote_ident(schema)}.{quote_ident(t.name)}"
     )
 
 
@@ -128,5 +101,5 @@ def _literal(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def batches(keys: Sequence[object], size: int = 5000) -> list[Sequence[object]]:
+def batches(keys: Sequence[T], size: int = 5000) -> list[Sequence[T]]:
     return [keys[i : i + size] for i in range(0, len(keys), size)]
