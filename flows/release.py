@@ -43,7 +43,7 @@ from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
 from tasks.deploy.haproxy import HAProxyRuntime
 from tasks.notify import send
 from tasks.registry import find_released_image, push_image
-from tasks.rollout import deploy
+from tasks.rollout import UndoReport, deploy
 from tasks.smoke import smoke_check
 from tasks.writeback import write_back
 
@@ -354,8 +354,10 @@ def release(
             update_progress_artifact(progress, 100.0 * (PHASES.index(name) + 1) / len(PHASES))
             return result
 
+        report = UndoReport()
         try:
             with transaction() as txn:
+                txn.set("undo_report", report)  # the deploy's rollback hook fills it
                 pushed = None
                 if not rebuild:
                     pushed = find_released_image(
@@ -455,21 +457,20 @@ def release(
                 else record.current_step
             )
             previous = deployment.previous.version if switched and deployment.previous else None
-            why_kept = guard.kept if guard is not None else None
-            kept = why_kept is not None
-            reason = f"{type(exc).__name__}: {exc}"
-            if kept:
-                reason += f"; {version} keeps serving, the write-back failed: {why_kept}"
-            outcome = Outcome.ROLLED_BACK if switched else Outcome.FAILED
+            outcome, serves, rolled_back_to = history.after_failure(
+                version, switched, previous, guard.kept if guard is not None else None, report.undo
+            )
+            reason = f"{type(exc).__name__}: {exc}" + (f"; {serves}" if serves else "")
             finish(
                 ctx,
                 record,
-                outcome=Outcome.KEPT if kept else outcome,
+                outcome=outcome,
                 failed_step=failed or record.current_step,
                 reason=reason,
                 phases=tuple(phases),
-                rolled_back_to=None if kept else previous,
-                writes_thawed=kept,
+                rolled_back_to=rolled_back_to,
+                # the new version serves on the cutover's database, taking writes
+                writes_thawed=outcome == Outcome.KEPT and cut is not None,
                 written_back=guard.rows if guard is not None else None,
                 write_freeze_s=_freeze_s(frozen_at, thawed_at, guard),
             )

@@ -17,7 +17,7 @@ from flows.common import current_flow_run, environment_lock, finish, load_contex
 from tasks.core import history
 from tasks.core.errors import ReleaseRolledBack, RollbackRefused, ShipyardError
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord
-from tasks.rollout import restore
+from tasks.rollout import UndoReport, restore
 from tasks.smoke import smoke_check
 
 
@@ -80,8 +80,11 @@ def rollback(
             )
         )
         phases: list[PhaseTiming] = []
+        report = UndoReport()
+        switched = False
         try:
             with transaction() as txn:
+                txn.set("undo_report", report)  # the restore's rollback hook fills it
                 deployment = timed(
                     phases,
                     "restore",
@@ -94,18 +97,24 @@ def rollback(
                     run_id,
                     ctx.registry,
                 )
+                switched = True
                 timed(
                     phases, "smoke-check", smoke_check, deployment.url, ctx.service, chosen.version
                 )
             if txn.is_rolled_back():
                 raise ReleaseRolledBack("the rollback transaction was rolled back")
         except Exception as exc:
+            # a restored version that failed its smoke checks and could not be taken out
+            # of service again serves on: the record says so (outcome kept)
+            outcome, serves, _back = history.after_failure(
+                chosen.version, switched, now.version if now else None, undo=report.undo
+            )
             finish(
                 ctx,
                 record,
-                outcome=Outcome.FAILED,
+                outcome=Outcome.FAILED if outcome == Outcome.ROLLED_BACK else outcome,
                 failed_step=getattr(exc, "step", "restore"),
-                reason=f"{type(exc).__name__}: {exc}",
+                reason=f"{type(exc).__name__}: {exc}" + (f"; {serves}" if serves else ""),
                 phases=tuple(phases),
             )
             raise

@@ -10,8 +10,24 @@ from prefect.transactions import Transaction, get_transaction
 
 from blocks.docker_host import DockerHostTarget
 from blocks.service import ServiceSpec
-from tasks.core.models import Deployment, PushedImage
+from tasks.core.models import Deployment, PushedImage, Undo
 from tasks.deploy.docker_host import registry_auth_config
+
+
+class UndoReport:
+    """Where the rollback hook leaves what undoing the deployment did, for the flow to
+    record. Prefect hands hooks a deep copy of what the transaction stores: the
+    report is shared instead, so the flow sees what the hook did."""
+
+    def __init__(self) -> None:
+        self.undo: Undo | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> UndoReport:
+        return self
+
+    def stuck(self) -> Undo | None:
+        """The undo, if traffic could not go back."""
+        return self.undo if self.undo is not None and not self.undo.switched else None
 
 
 def _remember(
@@ -79,6 +95,7 @@ def _undo(txn: Transaction) -> None:
     from prefect.logging import get_logger
 
     log = get_logger("shipyard.rollback")
+    report: UndoReport | None = txn.get("undo_report", None)
     try:
         deployment: Deployment | None = txn.get("deployment", None)
         if deployment is None:
@@ -95,15 +112,26 @@ def _undo(txn: Transaction) -> None:
         target: DockerHostTarget = txn.get("target_block")
         client = target.get_client(registry_auth_config(txn.get("registry_block", None)))
         # writes frozen for the write-back thaw as soon as the old version has traffic
-        client.undo(
+        undo = client.undo(
             deployment,
             txn.get("service_block"),
             on_switched=write_back.thaw if write_back is not None else None,
         )
-        log.warning(
-            "rolled back %s: traffic on %s",
-            deployment.version,
-            deployment.previous.version if deployment.previous else "nothing",
-        )
+        if report is not None:
+            report.undo = undo
+        if undo.switched:
+            log.warning(
+                "rolled back %s: traffic on %s",
+                deployment.version,
+                deployment.previous.version if deployment.previous else "nothing",
+            )
+        else:
+            log.error(
+                "not rolled back: %s; %s takes traffic",
+                undo.error,
+                undo.serving or "nothing known",
+            )
     except Exception as exc:  # noqa: BLE001 - a rollback hook must never raise
         log.error("rollback hook failed: %s", exc)
+        if report is not None and report.undo is None:
+            report.undo = Undo(switched=False, error=f"the rollback hook failed: {exc}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tasks.core.errors import RollbackRefused
-from tasks.core.models import Outcome, ReleaseRecord
+from tasks.core.models import Outcome, ReleaseRecord, Undo
 
 # a kept release failed a check but serves on: its writes live only in its database
 SERVING = (Outcome.SUCCEEDED, Outcome.KEPT)
@@ -37,6 +37,38 @@ def database(records: Sequence[ReleaseRecord]) -> str | None:
     started without it would serve the file left behind."""
     cut = cutover(records)
     return cut.database if cut else None
+
+
+def after_failure(
+    version: str,
+    switched: bool,
+    previous: str | None,
+    write_back_failed: str | None = None,
+    undo: Undo | None = None,
+) -> tuple[Outcome, str | None, str | None]:
+    """(outcome, what serves and why, version rolled back to) of a release or rollback
+    that failed after `switched` traffic to `version`.
+
+    The record must say what really serves, because the next release, rollback and
+    recovery start from it: should it claim the previous version while the new one
+    serves on a database the cutover moved the data into, the next cutover would copy
+    the stale SQLite file over writes acknowledged since. So a new version that could
+    not be taken out of service (its write-back failed, or traffic could not go back,
+    and nothing else is known to serve) is recorded as kept, serving.
+    """
+    if not switched:
+        return Outcome.FAILED, None, None
+    if write_back_failed is not None:
+        return (
+            Outcome.KEPT,
+            f"{version} keeps serving, the write-back failed: {write_back_failed}",
+            None,
+        )
+    if undo is not None and not undo.switched:
+        if undo.serving in (version, None):
+            return Outcome.KEPT, f"{version} keeps serving, the rollback failed: {undo.error}", None
+        return Outcome.FAILED, f"the rollback failed: {undo.error}; {undo.serving} serves", None
+    return Outcome.ROLLED_BACK, None, previous
 
 
 def in_progress(records: Sequence[ReleaseRecord]) -> list[ReleaseRecord]:

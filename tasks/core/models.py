@@ -62,6 +62,16 @@ class Deployment(Frozen):
     url: str
 
 
+class Undo(Frozen):
+    """What undoing a deployment did. `switched`: traffic left the new instance for the
+    previous one (or for nothing, after a first release). When it could not, the new
+    instance is left running and serving: stopping it too would serve nothing."""
+
+    switched: bool
+    serving: str | None = None  # the version taking traffic afterwards, if known
+    error: str | None = None  # why traffic could not go back
+
+
 class CheckResult(Frozen):
     name: str
     passed: bool

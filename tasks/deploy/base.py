@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from tasks.core.models import Deployment, Instance, PushedImage
+from tasks.core.models import Deployment, Instance, PushedImage, Undo
 
 if TYPE_CHECKING:
     from blocks.service import ServiceSpec
@@ -17,7 +17,8 @@ class DeployTarget(Protocol):
 
     `deploy` starts the new version beside the old, waits for health and moves
     traffic; `undo` puts traffic back on `deployment.previous` and removes the
-    new instance (idempotent, never raises); `restore` brings back any retained
+    new instance (idempotent, never raises; if traffic cannot go back, the new
+    instance keeps serving and the returned `Undo` says why); `restore` brings back any retained
     version; `serving` tells what takes traffic now.
     """
 
@@ -40,7 +41,7 @@ class DeployTarget(Protocol):
         deployment: Deployment,
         service: ServiceSpec,
         on_switched: Callable[[], None] | None = None,
-    ) -> None: ...
+    ) -> Undo: ...
 
     def discard(self, service: ServiceSpec, release_id: str) -> list[str]: ...
 

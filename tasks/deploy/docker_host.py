@@ -22,7 +22,7 @@ from prefect.logging import get_logger
 
 from tasks.core.errors import ContainerExited, DeployError, HealthCheckTimeout
 from tasks.core.haproxy import active_slot, backend_name, disable_commands, other_slot
-from tasks.core.models import Deployment, Instance, PushedImage
+from tasks.core.models import Deployment, Instance, PushedImage, Undo
 from tasks.core.redact import redact
 from tasks.deploy.haproxy import HAProxyRuntime
 
@@ -326,20 +326,28 @@ class DockerHost:
         deployment: Deployment,
         service: ServiceSpec,
         on_switched: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> Undo:
         """Put traffic back on the previous instance and drop the new one. Never raises.
         `on_switched` runs once traffic is back, before the new container stops (a
-        cutover's writes thaw then, not seconds later)."""
+        cutover's writes thaw then, not seconds later). Should traffic not go back (the
+        previous container is gone, or never gets healthy), the new container keeps
+        running: it is what still serves, and removing it would leave nothing."""
+        previous_id = deployment.previous.id if deployment.previous else None
         try:
             current = self.serving(service)
-            if current is None or current.id != (
-                deployment.previous.id if deployment.previous else None
-            ):
+            if current is None or current.id != previous_id:
                 self._restore_route(service, deployment.previous)
-            if on_switched is not None:
-                on_switched()
         except Exception as exc:  # noqa: BLE001 - undo must never raise
-            log.error("undo of %s: could not restore the route: %s", deployment.version, exc)
+            now = self._serving_or_none(service)
+            if now is None or now.id != previous_id or previous_id is None:
+                error = redact(f"could not restore the route: {exc}", self._secrets(service))
+                log.error("undo of %s: %s", deployment.version, error)
+                return Undo(switched=False, serving=now.version if now else None, error=error)
+        if on_switched is not None:
+            try:
+                on_switched()
+            except Exception as exc:  # noqa: BLE001 - undo must never raise
+                log.error("undo of %s: after the switch: %s", deployment.version, exc)
         try:
             if deployment.previous is None or deployment.instance.id != deployment.previous.id:
                 self._retire(deployment.instance.id)
@@ -350,6 +358,16 @@ class DockerHost:
                 deployment.instance.name,
                 exc,
             )
+        return Undo(
+            switched=True, serving=deployment.previous.version if deployment.previous else None
+        )
+
+    def _serving_or_none(self, service: ServiceSpec) -> Instance | None:
+        try:
+            return self.serving(service)
+        except Exception as exc:  # noqa: BLE001 - the proxy itself may be what failed
+            log.warning("cannot tell what serves %s: %s", service.name, exc)
+            return None
 
     def discard(self, service: ServiceSpec, release_id: str) -> list[str]:
         """Remove containers a crashed release left, unless they are serving."""

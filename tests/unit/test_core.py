@@ -8,7 +8,7 @@ import pytest
 
 from tasks.core import haproxy, history, images, messages, smoke, validate
 from tasks.core.errors import ConfigError, RollbackRefused, ShipyardError, SmokeCheckFailed
-from tasks.core.models import CheckResult, Outcome, ReleaseRecord, SmokeResult
+from tasks.core.models import CheckResult, Outcome, ReleaseRecord, SmokeResult, Undo
 from tasks.core.redact import MASK, redact
 
 
@@ -210,3 +210,30 @@ def test_a_kept_release_serves_and_its_database_counts():
     assert history.database(hist) == "db-a"
     before = history.serving_timeline(HISTORY)[-1]
     assert history.resolve_rollback_target(hist, "previous", {before.version}) == before
+
+
+def test_a_failed_release_records_what_really_serves():
+    """Rolled back only when traffic went back; a new version that could not be taken
+    out of service (write-back failed, previous container gone, proxy unreachable)
+    is kept, serving; another known version serving is a plain failure."""
+    after = history.after_failure
+    assert after("v2", False, "v1") == (Outcome.FAILED, None, None)
+    assert after("v2", True, "v1", undo=Undo(switched=True, serving="v1")) == (
+        Outcome.ROLLED_BACK,
+        None,
+        "v1",
+    )
+    assert after("v2", True, "v1") == (Outcome.ROLLED_BACK, None, "v1")  # no report: no hook ran
+    kept, why, back = after("v2", True, "v1", write_back_failed="UndefinedTable: members")
+    assert (kept, back) == (Outcome.KEPT, None) and "write-back failed: UndefinedTable" in str(why)
+    gone = Undo(switched=False, serving="v2", error="previous container v1-abc is gone")
+    kept, why, back = after("v2", True, "v1", undo=gone)
+    assert (kept, back) == (Outcome.KEPT, None)
+    assert why == "v2 keeps serving, the rollback failed: previous container v1-abc is gone"
+    blind = Undo(switched=False, serving=None, error="proxy unreachable")
+    assert after("v2", True, "v1", undo=blind)[0] == Outcome.KEPT
+    other = Undo(switched=False, serving="v0", error="half-switched")
+    assert after("v2", True, "v1", undo=other)[:2] == (
+        Outcome.FAILED,
+        "the rollback failed: half-switched; v0 serves",
+    )
