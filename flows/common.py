@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -21,10 +24,16 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
-from prefect.concurrency.sync import concurrency
+from prefect.concurrency._leases import maintain_concurrency_lease  # pinned prefect==3.8.8
+from prefect.concurrency._sync import (  # concurrency() keeps its lease id to itself
+    acquire_concurrency_slots_with_lease,
+    release_concurrency_slots_with_lease,
+)
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_logger
+from prefect.states import Crashed
+from prefect.variables import Variable
 from prefect_docker import DockerRegistryCredentials
 from pydantic import SecretStr
 
@@ -34,6 +43,7 @@ from blocks.service import ServiceSpec
 from tasks.core import history, validate
 from tasks.core.errors import ConfigError, ReleaseLocked
 from tasks.core.haproxy import backend_name
+from tasks.core.lockholder import Holder, holder_dead, stat_fields
 from tasks.core.messages import record_markdown
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord, utcnow
 from tasks.core.redact import redact
@@ -124,6 +134,9 @@ def current_flow_run() -> tuple[str, str | None]:
 
 def lock_holders(environment: str, me: str) -> str:
     """Name the runs holding an environment (the server keeps no list of lease holders)."""
+    note = _holder_note(environment)
+    if note is not None and note.flow_run_id != me:
+        return note.describe()
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(
@@ -149,9 +162,108 @@ def ensure_lock_exists(name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
+# -- who holds the lock: a note beside the lease, so a dead holder's lease can be released
+
+
+def _note_name(environment: str) -> str:
+    return f"shipyard-lock-{environment}"
+
+
+def _holder_note(environment: str) -> Holder | None:
+    try:
+        value = Variable.get(_note_name(environment), default=None)
+        return Holder.model_validate(value) if value else None
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable note proves nothing
+        log.warning("cannot read the lock note of %s: %s", environment, exc)
+        return None
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _pid_ns() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def _stat(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+
+
+def _me(lease_id: UUID, flow_run_id: str) -> Holder:
+    pid = os.getpid()
+    stat = _stat(pid)
+    assert stat is not None
+    run = FlowRunContext.get()
+    return Holder(
+        lease_id=str(lease_id),
+        flow_run_id=flow_run_id,
+        flow_run_name=run.flow_run.name if run is not None and run.flow_run else None,
+        host=socket.gethostname(),
+        boot_id=_boot_id(),
+        pid_ns=_pid_ns(),
+        pid=pid,
+        started=stat_fields(stat)[1],
+    )
+
+
+def take_over_dead_holder(environment: str) -> str | None:
+    """Release the lock lease of a run that provably died (SIGKILL, OOM, a lost
+    machine reboots: no code of it ran), instead of waiting for the lease to expire.
+    Returns what was done, for the run's actions. The Prefect run it was is marked
+    Crashed: nothing else would, and the UI would show it running for ever."""
+    note = _holder_note(environment)
+    if note is None:
+        return None
+    try:
+        dead = holder_dead(note, _boot_id(), _pid_ns(), _stat(note.pid))
+    except (OSError, ValueError) as exc:  # no /proc (not Linux): wait for the lease instead
+        log.warning("cannot tell whether %s is alive: %s", note.describe(), exc)
+        return None
+    if not dead:
+        return None
+    release_concurrency_slots_with_lease(UUID(note.lease_id))  # a lease gone already: a no-op
+    _clear_note(environment, note.lease_id)
+    log.warning("%s died holding the lock of %s: its lease released", note.describe(), environment)
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(note.flow_run_id))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(
+                    run.id,
+                    Crashed(
+                        message=f"process {note.pid} on {note.host} died (found by a later run)"
+                    ),
+                    force=True,
+                )
+    except Exception as exc:  # noqa: BLE001 - the lease is what matters; the UI is a courtesy
+        log.warning("could not mark %s crashed: %s", note.describe(), exc)
+    return f"released the lock of dead {note.describe()}"
+
+
+def _clear_note(environment: str, lease_id: str) -> None:
+    note = _holder_note(environment)
+    if note is not None and note.lease_id == lease_id:
+        try:
+            Variable.unset(_note_name(environment))
+        except Exception as exc:  # noqa: BLE001 - a stale note names a dead lease: harmless
+            log.warning("could not clear the lock note of %s: %s", environment, exc)
+
+
 @contextmanager
-def environment_lock(environment: str, timeout_s: float, flow_run_id: str) -> Iterator[None]:
-    """One release per environment, held for the whole flow (Prefect global concurrency limit).
+def environment_lock(
+    environment: str, timeout_s: float, flow_run_id: str, taken_over: list[str] | None = None
+) -> Iterator[None]:
+    """One release per environment, held for the whole flow (Prefect global concurrency
+    limit, with a 60 s lease the run renews while it lives).
+
+    The lease is taken with Prefect's own acquisition and renewal (as `concurrency()`
+    does, which does not hand out its lease id), so that the holder can leave a note
+    of who holds it. A run that finds the holder provably dead releases its lease at
+    once (`take_over_dead_holder`; what it did is appended to `taken_over`).
 
     A timeout means "locked" only while somebody holds a slot: on a loaded machine
     the acquisition of a free lock outlasted a 1 s timeout (seen once in the e2e
@@ -160,31 +272,41 @@ def environment_lock(environment: str, timeout_s: float, flow_run_id: str) -> It
     """
     name = f"release-{environment}"
     ensure_lock_exists(name)
+    done = take_over_dead_holder(environment)
+    if done is not None and taken_over is not None:
+        taken_over.append(done)
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id))
-    with ExitStack() as stack:
-        for attempt in range(LOCK_ATTEMPTS):
-            try:
-                stack.enter_context(
-                    concurrency(
-                        name,
-                        occupy=1,
-                        timeout_seconds=max(timeout_s, 0.1),
-                        strict=True,
-                        lease_duration=LOCK_LEASE_S,
-                        holder=holder,
-                    )
-                )
-                break
-            except TimeoutError as exc:
-                if attempt + 1 < LOCK_ATTEMPTS and _lock_free(name):
-                    log.warning("%s is free but its acquisition timed out; trying again", name)
-                    continue
-                raise ReleaseLocked(
-                    f"environment {environment!r} is locked by"
-                    f" {lock_holders(environment, flow_run_id)}",
-                    hint=f"waited {timeout_s:.0f}s; retry later or raise lock_timeout_s",
-                ) from exc
-        yield
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            lease = acquire_concurrency_slots_with_lease(
+                [name],
+                1,
+                timeout_seconds=max(timeout_s, 0.1),
+                lease_duration=LOCK_LEASE_S,
+                strict=True,
+                holder=holder,
+            ).lease_id
+            break
+        except TimeoutError as exc:
+            if attempt + 1 < LOCK_ATTEMPTS and _lock_free(name):
+                log.warning("%s is free but its acquisition timed out; trying again", name)
+                continue
+            raise ReleaseLocked(
+                f"environment {environment!r} is locked by"
+                f" {lock_holders(environment, flow_run_id)}",
+                hint=f"waited {timeout_s:.0f}s; retry later or raise lock_timeout_s",
+            ) from exc
+    try:
+        Variable.set(
+            _note_name(environment),
+            _me(lease, flow_run_id).model_dump(mode="json"),
+            overwrite=True,
+        )
+        with maintain_concurrency_lease(lease, LOCK_LEASE_S, raise_on_lease_renewal_failure=True):
+            yield
+    finally:
+        _clear_note(environment, str(lease))
+        release_concurrency_slots_with_lease(lease)
 
 
 LOCK_ATTEMPTS = 3

@@ -2,8 +2,9 @@
 
 Also runs at the start of every release and rollback, and inside the scheduled
 `maintenance` flow, so an environment heals even when nobody releases. It
-takes the environment lock, so it never races a live release: a run that died
-holds its lease for at most 60 s.
+takes the environment lock, so it never races a live release. A run that died
+on this machine is seen dead and its lease released at once; one that died
+elsewhere holds its lease for at most 60 s.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def heal(
     """Under the lock: restore the last good version, then optionally stop expired standbys."""
     ctx = load_context(environment, service, target, registry, notifier)
     run_id, run_name = current_flow_run()
-    with environment_lock(environment, lock_timeout_s, run_id):
+    actions: list[str] = []  # a dead holder's lock lease released, first
+    with environment_lock(environment, lock_timeout_s, run_id, actions):
         stale = history.in_progress(ctx.ledger.records())
-        actions = recover_env(
+        actions += recover_env(
             ctx,
             stale,
             Outcome.CRASHED,

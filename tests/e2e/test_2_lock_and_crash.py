@@ -9,8 +9,11 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
 
 from tests.conftest import Stack
 from tests.e2e.test_1_release_docker import records, served_version
@@ -154,6 +157,12 @@ def test_sigkill_during_deploy_then_recover_restores_previous(stack, docker_clie
     crashed = next(r for r in records(stack) if r.release_id == rec.release_id)
     assert crashed.outcome == "crashed" and crashed.failed_step == "deploy"
     assert any("removed" in a for a in actions)
+    # the killed process is provably gone (same machine): its lock lease was released at
+    # once rather than after 60 s, and the run it was shows as crashed, not running
+    assert f"released the lock of dead flow run {rec.flow_run_name!r}" in actions[0], actions
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(rec.flow_run_id)).state
+    assert state is not None and state.type == StateType.CRASHED, state
 
 
 def test_maintenance_stops_standby_after_bake_window_and_rollback_still_works(stack, docker_client):

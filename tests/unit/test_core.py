@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tasks.core import haproxy, history, images, messages, smoke, validate
+from tasks.core import haproxy, history, images, lockholder, messages, smoke, validate
 from tasks.core.errors import ConfigError, RollbackRefused, ShipyardError, SmokeCheckFailed
 from tasks.core.models import CheckResult, Outcome, ReleaseRecord, SmokeResult, Undo
 from tasks.core.redact import MASK, redact
@@ -237,3 +237,39 @@ def test_a_failed_release_records_what_really_serves():
         Outcome.FAILED,
         "the rollback failed: half-switched; v0 serves",
     )
+
+
+def _holder(**changes: object) -> lockholder.Holder:
+    base = dict(
+        lease_id="1f0c7a52-0000-4000-8000-000000000001",
+        flow_run_id="run-1",
+        flow_run_name="brave-otter",
+        host="ci-1",
+        boot_id="boot-a",
+        pid_ns=4026531836,
+        pid=4242,
+        started=1000,
+    )
+    return lockholder.Holder.model_validate({**base, **changes})
+
+
+def _stat(state: str, started: int, comm: str = "python -m flows.release") -> str:
+    # pid (comm) state, then 18 fields, then the start time (field 22)
+    return f"4242 ({comm}) {state} " + " ".join(["0"] * 18) + f" {started} 0 0"
+
+
+def test_a_lock_holder_is_dead_only_when_provably_so():
+    """Released early only on proof: the same boot and PID namespace, and its pid gone,
+    a zombie, or reused by a process started at another time. Another machine, another
+    container or a live process keeps its lease until it expires."""
+    h = _holder()
+    dead = lockholder.holder_dead
+    assert dead(h, "boot-a", 4026531836, None)
+    assert dead(h, "boot-a", 4026531836, _stat("Z", 1000))
+    assert dead(h, "boot-a", 4026531836, _stat("S", 2000))  # the pid was reused
+    assert not dead(h, "boot-a", 4026531836, _stat("S", 1000))
+    assert not dead(h, "boot-a", 4026531836, _stat("R", 1000, comm="odd ) name (x"))
+    assert not dead(h, "boot-b", 4026531836, None)  # rebooted, or another machine
+    assert not dead(h, "boot-a", 4026532001, None)  # another container's PID namespace
+    assert lockholder.stat_fields(_stat("S", 77, comm="a) (b")) == ("S", 77)
+    assert h.describe() == "flow run 'brave-otter' (run-1), pid 4242 on ci-1"
