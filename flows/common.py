@@ -356,22 +356,35 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
 
     Used by the crash/cancel hooks, at the start of every release (a SIGKILLed
     run leaves an in-progress record and no hooks), and by the recover flow.
+    A cutover release that died after thawing writes onto PostgreSQL first has
+    them written back into its SQLite file; if that cannot be done, it is kept
+    serving on PostgreSQL instead (the old version would miss those writes).
     """
     actions: list[str] = []
     client = ctx.client()
-    for rec in [r for r in stale if r.writes_thawed]:
-        # it died after thawing writes onto its database, before any write-back: putting
-        # the old version back on its file would lose them, so the new version serves on
-        finish(
-            ctx,
-            rec,
-            outcome=Outcome.KEPT,
-            failed_step=rec.failed_step or rec.current_step or "unknown",
-            reason=f"{reason}; writes had reached its database, so it keeps serving"
-            " (the rollback flow starts an earlier version on that database)",
-        )
-        actions.append(f"kept {rec.version}: its writes are in its database")
+    thawed = [r for r in stale if r.writes_thawed]
     stale = [r for r in stale if not r.writes_thawed]
+    written: list[ReleaseRecord] = []
+    for rec in thawed:
+        # it died after thawing writes onto its database: they go back into the old
+        # version's file first, or putting the old version back would lose them
+        rows, why = _write_back_after_crash(ctx, rec)
+        if rows is None:
+            finish(
+                ctx,
+                rec,
+                outcome=Outcome.KEPT,
+                failed_step=rec.failed_step or rec.current_step or "unknown",
+                reason=f"{reason}; writes had reached its database and could not be written"
+                f" back ({why}), so it keeps serving (the rollback flow starts an earlier"
+                " version on that database)",
+            )
+            actions.append(f"kept {rec.version}: its writes are in its database")
+            continue
+        rec = ctx.ledger.write(rec.with_changes(writes_thawed=False, written_back=rows))
+        actions.append(f"wrote {rows} row(s) {rec.version} took back into {rec.source}")
+        written.append(rec)
+        stale.append(rec)
     good = history.current(ctx.ledger.records())
     serving = client.serving(ctx.service)
     if (
@@ -380,7 +393,14 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
         and good.digest
         and (serving is None or serving.digest != good.digest)
     ):
-        client.restore(ctx.service, good.version, good.image, good.digest, good.release_id)
+        try:
+            client.restore(ctx.service, good.version, good.image, good.digest, good.release_id)
+        except Exception:
+            for rec in written:  # the new version serves on, on its database: writes
+                # thawed now reach it, and the next recovery writes them back again
+                ctx.ledger.write(rec.with_changes(writes_thawed=True))
+            thaw_writes(ctx)
+            raise
         actions.append(f"restored {good.version}")
     actions += thaw_writes(ctx)  # after the good version is back: writes go to it
     for rec in stale:
@@ -394,6 +414,46 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
             rolled_back_to=good.version if good else None,
         )
     return actions
+
+
+def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | None, str]:
+    """(rows written back, or None and why not) for a cutover release that died after
+    thawing writes onto PostgreSQL. Writes are frozen (the recovery thaws them once
+    the old version serves), and PostgreSQL's rows go back into the SQLite file in
+    one checked transaction; on failure they thaw again onto the new version."""
+    from flows.migrate import plan_again
+    from tasks.writeback import write_back
+
+    if not rec.source or not rec.database or not ctx.target.freeze_map:
+        return None, "the release recorded no SQLite file"
+    runtime = HAProxyRuntime(ctx.target.proxy_admin)
+    backend = backend_name(ctx.service.name, ctx.environment)
+    freeze_map = ctx.target.freeze_map
+    try:
+        db: PostgresDatabase = _load(PostgresDatabase, rec.database, "database")
+        plan = plan_again(rec.source, db)  # the file does not change meanwhile
+        runtime.freeze_writes(freeze_map, backend)
+        time.sleep(WRITE_BACK_DRAIN_S)  # writes already inside the new version finish
+        dsn, password = db.get_client()
+        done = write_back(Path(rec.source), dsn, password, plan, db.target_schema)
+    except Exception as exc:  # noqa: BLE001 - the new version then serves on: recorded kept
+        why = redact(f"{type(exc).__name__}: {exc}", ctx.secrets())[:500]
+        log.error("writing back what %s took failed: %s", rec.version, why)
+        try:
+            runtime.thaw_writes(freeze_map, backend)
+        except Exception as thaw_exc:  # noqa: BLE001 - the next recovery thaws them
+            log.error("writes are still frozen: %s", thaw_exc)
+        return None, why
+    if done.not_written:
+        log.warning("not written back (only PostgreSQL has them): %s", ", ".join(done.not_written))
+    rows = sum(done.rows.values())
+    log.warning(
+        "wrote %d row(s) %s took back into %s: %s", rows, rec.version, rec.source, done.rows
+    )
+    return rows, ""
+
+
+WRITE_BACK_DRAIN_S = 0.5
 
 
 def thaw_writes(ctx: Context) -> list[str]:

@@ -416,6 +416,20 @@ class Cutover(BaseModel):
     plan: m.Plan  # what was migrated: how to write PostgreSQL's rows back, should the release fail
 
 
+def plan_again(sqlite_path: str, database: PostgresDatabase) -> m.Plan:
+    """The plan a cutover made, made again from its SQLite file, for a write-back after
+    the release died (its plan died with it). The file is what the cutover caught up
+    from: the old version took no write since. A plan that came out different could
+    only fail the write-back's own check, which leaves the file as it was."""
+    work = m.workdir()
+    try:
+        with m.sqlite_processes(m.cores()) as pool:
+            snap = m.snapshot(Path(sqlite_path), work)
+            return m.make_plan(snap, _options([], {}, database), pool)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @task(name="migrate", cache_policy=NO_CACHE)
 def cutover_migration(
     sqlite_path: str,

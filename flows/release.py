@@ -329,6 +329,7 @@ def release(
                 flow_run_name=run_name,
                 image=f"{ctx.service.image_repository}:{version}",
                 database=database if db is not None else None,
+                source=migrate_from if db is not None else None,
             )
         )
         progress = cast(

@@ -139,6 +139,9 @@ class ReleaseRecord(Frozen):
     # come back once they are written back into its SQLite file
     writes_thawed: bool = False
     written_back: int | None = None  # rows a failed release wrote back into the SQLite file
+    # the SQLite file a cutover moved the data from: should the release die after its
+    # writes thawed, the recovery writes PostgreSQL's rows back there
+    source: str | None = None
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

@@ -351,9 +351,12 @@ def _cutover_parts(
     from blocks import ServiceSpec
     from blocks.postgres import PostgresDatabase
 
-    spec = ServiceSpec.load(stack.service)
-    spec.load_policy = policy
-    spec.save(service, overwrite=True)
+    # a new block, not the loaded one: Block.save(name, overwrite=True) on a loaded block
+    # updates the document it was loaded from when `name` exists (prefect 3.8.8), so a
+    # second call would have rewritten the stack's own service with this load policy
+    loaded = ServiceSpec.load(stack.service)
+    fields = {k: getattr(loaded, k) for k in ServiceSpec.model_fields}
+    ServiceSpec(**{**fields, "load_policy": policy}).save(service, overwrite=True)
     sqlite_path = docker_client.volumes.get(f"{stack.service}-data").attrs["Mountpoint"]
     gateway = _bridge_gateway(docker_client)
     pg = services.start_postgres(services.tmpdir(f"shipyard-{block}-"), also_listen=gateway)
@@ -365,22 +368,20 @@ def _cutover_parts(
     return sqlite_path + "/congress.db", pg, Writer(stack.proxy.urls[env])
 
 
-def test_sigkill_after_the_thaw_then_recover_keeps_the_new_version(stack, docker_client):
-    """The release process is killed -9 during its load test, after writes thawed onto
-    PostgreSQL: no hook runs, nothing is written back. Putting the old version back on
-    its file would lose what the new version acknowledged, so recovery keeps the new
-    version serving (outcome `kept`) and every acknowledged write is in PostgreSQL.
-    Production then runs on this PostgreSQL (stopped after the test)."""
+def _killed_during_its_load_test(
+    stack: Any, docker_client: Any, env: str, block: str, version: str
+) -> tuple[str, services.Postgres, Writer]:
+    """A cutover release of `version` in its own process, killed -9 during its load test
+    once writes thawed onto PostgreSQL and it acknowledged some: no hook runs, nothing
+    is written back. Returns the SQLite file, the PostgreSQL and the writer, running."""
     import os
     import signal
 
-    from flows.recover import recover
     from tasks.core import history
     from tasks.core.checks import LoadPolicy
-    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_1_release_docker import records
     from tests.e2e.test_2_lock_and_crash import output, start_release
 
-    env = "production"
     if not any(r.outcome == "succeeded" for r in records(stack, env)):  # this test run alone
         from flows.release import release
 
@@ -390,45 +391,108 @@ def test_sigkill_after_the_thaw_then_recover_keeps_the_new_version(stack, docker
         stack,
         docker_client,
         env,
-        "crash-pg",
+        block,
         "congress-cut-long",
         LoadPolicy(path="/health", duration_s=60, concurrency=1),
     )
+    writer.start()
+    proc = start_release(
+        stack,
+        version,
+        env,
+        "--service",
+        "congress-cut-long",
+        "--migrate-from",
+        sqlite_path,
+        "--database",
+        block,
+    )
     try:
-        writer.start()
-        proc = start_release(
-            stack,
-            "pg4",
-            env,
-            "--service",
-            "congress-cut-long",
-            "--migrate-from",
-            sqlite_path,
-            "--database",
-            "crash-pg",
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while sum(v == "pg4" for v in writer.by_version.values()) < 5:
-                assert proc.poll() is None, output(proc)
-                assert time.monotonic() < deadline, "pg4 never took a write"
-                time.sleep(0.05)
-            rec = records(stack, env)[-1]
-            assert rec.version == "pg4" and rec.writes_thawed and rec.current_step == "load-test"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        deadline = time.monotonic() + 240
+        while sum(v == version for v in writer.by_version.values()) < 5:
+            assert proc.poll() is None, output(proc)
+            assert time.monotonic() < deadline, f"{version} never took a write"
+            time.sleep(0.05)
+        rec = records(stack, env)[-1]
+        assert rec.version == version and rec.writes_thawed and rec.current_step == "load-test"
+        assert rec.source == sqlite_path
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return sqlite_path, pg, writer
+
+
+def test_sigkill_after_the_thaw_then_recover_writes_back_and_restores_the_old_version(
+    stack, docker_client
+):
+    """The release process is killed -9 during its load test, after writes thawed onto
+    PostgreSQL: no hook runs. Recovery makes the plan again from the SQLite file,
+    freezes writes, writes back what the new version took, and puts the old version
+    back on its file, as after any release that died. Every write acknowledged by
+    either version is in the file, under the id the client was given."""
+    from flows.recover import recover
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    env = "production"
+    before = served_version(stack, env)
+    sqlite_path, pg, writer = _killed_during_its_load_test(
+        stack, docker_client, env, "crash-pg", "pg4"
+    )
+    try:
         actions = recover(**stack.params(env), lock_timeout_s=150)
-        assert "kept pg4: its writes are in its database" in actions
+        time.sleep(1.5)  # writes flow on, to the file
+        writer.stop.set()
+        writer.join(30)
+        assert any(a.startswith("wrote ") and "pg4 took back" in a for a in actions), actions
+        assert f"restored {before}" in actions, actions
+        rec = next(r for r in records(stack, env) if r.version == "pg4")
+        assert rec.outcome == "crashed" and rec.rolled_back_to == before, rec.reason
+        assert not rec.writes_thawed and rec.written_back and rec.written_back > 0
+        assert served_version(stack, env) == before
+        assert history.database(records(stack, env)) is None  # production stays on SQLite
+        runtime, freeze_map, backend = _freeze_switch(stack, env)
+        assert not runtime.writes_frozen(freeze_map, backend)
+        assert any(v == "pg4" for v in writer.by_version.values())
+        assert not [e for e in writer.errors if e.startswith("5") and not e.startswith("503")]
+        stored = _stored_in_sqlite(sqlite_path, writer.acked)
+        assert stored == writer.acked, (
+            f"{len(set(writer.acked) - set(stored))} acknowledged writes missing from the file"
+        )
+    finally:
+        writer.stop.set()
+        services.stop(pg.proc)
+
+
+def test_sigkill_after_the_thaw_and_a_write_back_that_cannot_run_keeps_the_new_version(
+    stack, docker_client
+):
+    """Killed the same way, but the write-back cannot run (the new version renamed a
+    table in PostgreSQL): putting the old version back would lose the writes it took,
+    so recovery keeps it serving (outcome `kept`), writes flow, and every acknowledged
+    write is in PostgreSQL. Production then runs on this PostgreSQL (stopped after)."""
+    from flows.recover import recover
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    env = "production"
+    _path, pg, writer = _killed_during_its_load_test(stack, docker_client, env, "kept-pg4", "pg5")
+    try:
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE members RENAME TO members_moved")
+        actions = recover(**stack.params(env), lock_timeout_s=150)
+        assert "kept pg5: its writes are in its database" in actions
         time.sleep(1)  # writes flow on, to PostgreSQL
         writer.stop.set()
         writer.join(30)
         kept = records(stack, env)[-1]
-        assert kept.version == "pg4" and kept.outcome == "kept", kept.reason
-        assert served_version(stack, env) == "pg4"
-        assert history.database(records(stack, env)) == "crash-pg"
+        assert kept.version == "pg5" and kept.outcome == "kept", kept.reason
+        assert "could not be written back" in (kept.reason or "")
+        assert "members" in (kept.reason or "")
+        assert served_version(stack, env) == "pg5"
+        assert history.database(records(stack, env)) == "kept-pg4"
         runtime, freeze_map, backend = _freeze_switch(stack, env)
         assert not runtime.writes_frozen(freeze_map, backend)
         assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
