@@ -413,6 +413,10 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
             reason=reason,
             rolled_back_to=good.version if good else None,
         )
+    # a version kept on its database moved the environment's data there: whatever the
+    # caller starts next (a release, a rollback) must get DATABASE_URL, as its context
+    # was loaded before the recovery decided
+    _on_its_database(ctx)
     return actions
 
 

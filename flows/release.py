@@ -300,6 +300,8 @@ def release(
     validate.version(version)
     ctx = load_context(environment, service, target, registry, notifier)
     db = _cutover_inputs(ctx, migrate_from, database)
+    if db is not None:
+        history.check_cutover(ctx.ledger.records(), environment)
     run_id, run_name = current_flow_run()
     logger = get_run_logger()
     with environment_lock(environment, lock_timeout_s, run_id):
@@ -318,6 +320,8 @@ def release(
             )  # which thaws writes too
         else:
             thaw_writes(ctx)  # a release killed after recording success, before its thaw
+        if db is not None:  # again: the recovery may have kept a cutover that died
+            history.check_cutover(ctx.ledger.records(), environment)
         record = ctx.ledger.write(
             ReleaseRecord(
                 release_id=run_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.core.errors import RollbackRefused
+from tasks.core.errors import ConfigError, RollbackRefused
 from tasks.core.models import Outcome, ReleaseRecord, Undo
 
 # a kept release failed a check but serves on: its writes live only in its database
@@ -37,6 +37,20 @@ def database(records: Sequence[ReleaseRecord]) -> str | None:
     started without it would serve the file left behind."""
     cut = cutover(records)
     return cut.database if cut else None
+
+
+def check_cutover(records: Sequence[ReleaseRecord], environment: str) -> None:
+    """Refuse a cutover in an environment whose data already moved: the SQLite file
+    left behind is stale, and swapping it in would replace every write PostgreSQL
+    took since (a release re-run with the same parameters, say)."""
+    cut = cutover(records)
+    if cut is not None:
+        raise ConfigError(
+            "migrate_from",
+            f"{environment!r} already runs on PostgreSQL (database {cut.database!r}, moved"
+            f" there by release {cut.version}); the SQLite file is stale since",
+            hint="release without migrate_from and database: every version gets that database",
+        )
 
 
 def after_failure(

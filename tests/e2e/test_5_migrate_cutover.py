@@ -127,14 +127,37 @@ def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
         )
         assert record.database == "cutover-pg"
         _later_versions_run_on_postgres(stack, pg.dsn)
+        _a_second_cutover_is_refused(stack, sqlite_path, pg.dsn)
         _recovery_thaws_a_freeze_left_by_a_dead_release(stack, pg.dsn)
     finally:
         services.stop(pg.proc)
 
 
-def _served_votes(stack) -> int:
-    stats: dict[str, Any] = httpx.get(stack.proxy.urls["staging"] + "/stats", timeout=10).json()
+def _served_votes(stack, env: str = "staging") -> int:
+    stats: dict[str, Any] = httpx.get(stack.proxy.urls[env] + "/stats", timeout=10).json()
     return int(stats["votes"])
+
+
+def _a_second_cutover_is_refused(stack, sqlite_path: str, dsn: str) -> None:
+    """The data lives in PostgreSQL now and the file is stale: the same cutover release
+    run again (a re-run workflow, say) is refused before any side effect, naming the
+    input, and PostgreSQL keeps every row."""
+    from flows.release import release
+    from tasks.core.errors import ConfigError
+    from tests.e2e.test_1_release_docker import records
+
+    with psycopg.connect(dsn) as conn:
+        votes = conn.execute("SELECT count(*) FROM votes").fetchone()[0]
+    before = len(records(stack))
+    with pytest.raises(ConfigError, match=r"migrate_from: 'staging' already runs on PostgreSQL"):
+        release(
+            **stack.params("staging", version="pg1"),
+            migrate_from=sqlite_path,
+            database="cutover-pg",
+        )
+    assert len(records(stack)) == before
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM votes").fetchone()[0] == votes
 
 
 def _later_versions_run_on_postgres(stack, dsn: str) -> None:
@@ -469,34 +492,44 @@ def test_sigkill_after_the_thaw_then_recover_writes_back_and_restores_the_old_ve
 def test_sigkill_after_the_thaw_and_a_write_back_that_cannot_run_keeps_the_new_version(
     stack, docker_client
 ):
-    """Killed the same way, but the write-back cannot run (the new version renamed a
-    table in PostgreSQL): putting the old version back would lose the writes it took,
-    so recovery keeps it serving (outcome `kept`), writes flow, and every acknowledged
-    write is in PostgreSQL. Production then runs on this PostgreSQL (stopped after)."""
-    from flows.recover import recover
+    """Killed the same way, but the write-back cannot run: another process holds the
+    SQLite file's write lock. The next release recovers first: putting the old version
+    back would lose the writes the new one took, so that is kept (outcome `kept`), and
+    the environment's data is now in PostgreSQL: the release that follows, whose
+    context was loaded before the recovery decided, starts on PostgreSQL too. Every
+    acknowledged write is there. Production then runs on this PostgreSQL (stopped after)."""
+    import sqlite3
+
+    from flows.release import release
     from tasks.core import history
     from tests.e2e.test_1_release_docker import records, served_version
 
     env = "production"
-    _path, pg, writer = _killed_during_its_load_test(stack, docker_client, env, "kept-pg4", "pg5")
+    sqlite_path, pg, writer = _killed_during_its_load_test(
+        stack, docker_client, env, "kept-pg4", "pg5"
+    )
+    holder = sqlite3.connect(sqlite_path, timeout=1)
     try:
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("ALTER TABLE members RENAME TO members_moved")
-        actions = recover(**stack.params(env), lock_timeout_s=150)
-        assert "kept pg5: its writes are in its database" in actions
+        holder.execute("BEGIN IMMEDIATE")  # the write-back's own BEGIN IMMEDIATE times out
+        then = release(**stack.params(env, version="sqlite1"))
+        holder.rollback()
         time.sleep(1)  # writes flow on, to PostgreSQL
         writer.stop.set()
         writer.join(30)
-        kept = records(stack, env)[-1]
-        assert kept.version == "pg5" and kept.outcome == "kept", kept.reason
+        kept = next(r for r in records(stack, env) if r.version == "pg5")
+        assert kept.outcome == "kept", kept.reason
         assert "could not be written back" in (kept.reason or "")
-        assert "members" in (kept.reason or "")
-        assert served_version(stack, env) == "pg5"
+        assert "locked" in (kept.reason or "")
+        assert then.outcome == "succeeded" and served_version(stack, env) == "sqlite1"
         assert history.database(records(stack, env)) == "kept-pg4"
+        with psycopg.connect(pg.dsn) as conn:
+            pg_votes = conn.execute("SELECT count(*) FROM votes").fetchone()[0]
+        assert _served_votes(stack, env) == pg_votes  # it serves PostgreSQL, not the file
         runtime, freeze_map, backend = _freeze_switch(stack, env)
         assert not runtime.writes_frozen(freeze_map, backend)
         assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
     finally:
+        holder.close()
         writer.stop.set()
         services.stop(pg.proc)
 

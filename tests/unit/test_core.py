@@ -212,6 +212,18 @@ def test_a_kept_release_serves_and_its_database_counts():
     assert history.resolve_rollback_target(hist, "previous", {before.version}) == before
 
 
+def test_a_second_cutover_is_refused_once_the_data_moved():
+    """After a cutover served (succeeded, or kept), the SQLite file is stale: a cutover
+    from it again would replace PostgreSQL's data; a failed cutover does not count."""
+    history.check_cutover(HISTORY, "staging")
+    failed = rec("pg0", Outcome.ROLLED_BACK).with_changes(database="db-a")
+    history.check_cutover([*HISTORY, failed], "staging")
+    for served in (Outcome.SUCCEEDED, Outcome.KEPT):
+        moved = rec("pg1", served).with_changes(database="db-a")
+        with pytest.raises(ConfigError, match=r"migrate_from: 'staging' already runs on"):
+            history.check_cutover([*HISTORY, moved, rec("v9")], "staging")
+
+
 def test_a_failed_release_records_what_really_serves():
     """Rolled back only when traffic went back; a new version that could not be taken
     out of service (write-back failed, previous container gone, proxy unreachable)
