@@ -24,6 +24,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
+from prefect.concurrency._events import (
+    emit_concurrency_acquisition_events,
+    emit_concurrency_release_events,
+)
 from prefect.concurrency._leases import maintain_concurrency_lease  # pinned prefect==3.8.8
 from prefect.concurrency._sync import (  # concurrency() keeps its lease id to itself
     acquire_concurrency_slots_with_lease,
@@ -225,7 +229,11 @@ def take_over_dead_holder(environment: str) -> str | None:
         return None
     if not dead:
         return None
-    release_concurrency_slots_with_lease(UUID(note.lease_id))  # a lease gone already: a no-op
+    try:
+        release_concurrency_slots_with_lease(UUID(note.lease_id))  # a lease gone: a no-op
+    except Exception as exc:  # noqa: BLE001 - then its lease expires, as without the note
+        log.warning("could not release the lease of dead %s: %s", note.describe(), exc)
+        return None
     _clear_note(environment, note.lease_id)
     log.warning("%s died holding the lock of %s: its lease released", note.describe(), environment)
     try:
@@ -278,14 +286,14 @@ def environment_lock(
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id))
     for attempt in range(LOCK_ATTEMPTS):
         try:
-            lease = acquire_concurrency_slots_with_lease(
+            acquired = acquire_concurrency_slots_with_lease(
                 [name],
                 1,
                 timeout_seconds=max(timeout_s, 0.1),
                 lease_duration=LOCK_LEASE_S,
                 strict=True,
                 holder=holder,
-            ).lease_id
+            )
             break
         except TimeoutError as exc:
             if attempt + 1 < LOCK_ATTEMPTS and _lock_free(name):
@@ -296,17 +304,23 @@ def environment_lock(
                 f" {lock_holders(environment, flow_run_id)}",
                 hint=f"waited {timeout_s:.0f}s; retry later or raise lock_timeout_s",
             ) from exc
+    lease = acquired.lease_id
+    events = emit_concurrency_acquisition_events(acquired.limits, 1)  # as concurrency() does
     try:
-        Variable.set(
-            _note_name(environment),
-            _me(lease, flow_run_id).model_dump(mode="json"),
-            overwrite=True,
-        )
+        try:
+            Variable.set(
+                _note_name(environment),
+                _me(lease, flow_run_id).model_dump(mode="json"),
+                overwrite=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - without a note, a death waits for the lease
+            log.warning("could not leave the lock note of %s: %s", environment, exc)
         with maintain_concurrency_lease(lease, LOCK_LEASE_S, raise_on_lease_renewal_failure=True):
             yield
     finally:
         _clear_note(environment, str(lease))
         release_concurrency_slots_with_lease(lease)
+        emit_concurrency_release_events(acquired.limits, 1, events)
 
 
 LOCK_ATTEMPTS = 3
