@@ -32,7 +32,11 @@ def rollback(
     reason: str = "manual rollback",
     trigger: str = "manual",
     lock_timeout_s: float = 600.0,
+    pre_cutover_ok: bool = False,
 ) -> ReleaseRecord:
+    """Put `to` back in service. A version released before the environment's data moved
+    to PostgreSQL is refused unless `pre_cutover_ok`: it starts with DATABASE_URL, and
+    one that does not read it would serve the stale SQLite file."""
     ctx = load_context(environment, service, target, registry, notifier)
     run_id, run_name = current_flow_run()
     logger = get_run_logger()
@@ -46,13 +50,13 @@ def rollback(
         retained = {
             r.version for r in candidates if r.image and client.has_image(ctx.service, r.image)
         }
-        chosen = history.resolve_rollback_target(records, to, retained)
+        chosen = history.resolve_rollback_target(records, to, retained, pre_cutover_ok)
         now = history.current(records)
         cut = history.cutover(records)
         if cut is not None and chosen.started_at < cut.started_at:
             logger.warning(
                 "%s was released before the data moved to PostgreSQL (%s): it starts with"
-                " DATABASE_URL of %r; a version that cannot use it would serve the old file",
+                " DATABASE_URL of %r (pre_cutover_ok)",
                 chosen.version,
                 cut.version,
                 cut.database,
@@ -139,10 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target")
     parser.add_argument("--registry")
     parser.add_argument("--notifier")
+    parser.add_argument(
+        "--pre-cutover-ok",
+        action="store_true",
+        help="allow a version released before the data moved to PostgreSQL (it must read"
+        " DATABASE_URL)",
+    )
     args = parser.parse_args(argv)
     try:
         record = rollback(
-            args.environment, args.to, args.service, args.target, args.registry, args.notifier
+            args.environment,
+            args.to,
+            args.service,
+            args.target,
+            args.registry,
+            args.notifier,
+            pre_cutover_ok=args.pre_cutover_ok,
         )
     except (ShipyardError, RollbackRefused) as exc:
         print(f"rollback failed: {exc}", file=sys.stderr)

@@ -79,7 +79,7 @@ class RollbackError(ShipyardError):
 
 
 class RollbackRefused(RollbackError):
-    """The requested rollback target cannot be restored (unknown or pruned)."""
+    """The requested rollback target cannot be restored (unknown, pruned, behind a cutover)."""
 
 
 class NotifyError(ShipyardError):

@@ -94,7 +94,7 @@ def bad_versions(records: Sequence[ReleaseRecord]) -> set[str]:
 
 
 def resolve_rollback_target(
-    records: Sequence[ReleaseRecord], to: str, retained: set[str]
+    records: Sequence[ReleaseRecord], to: str, retained: set[str], pre_cutover_ok: bool = False
 ) -> ReleaseRecord:
     """Pick the release to restore.
 
@@ -140,6 +140,16 @@ def resolve_rollback_target(
             )
     if target.version == now.version:
         raise RollbackRefused(f"{target.version} is already serving")
+    cut = cutover(records)
+    if cut is not None and target.started_at < cut.started_at and not pre_cutover_ok:
+        raise RollbackRefused(
+            f"{target.version} was released before the data moved to PostgreSQL (database"
+            f" {cut.database!r}, release {cut.version}): it would start with DATABASE_URL,"
+            " and a version that does not read it would serve the stale SQLite file,"
+            " taking writes PostgreSQL never sees",
+            hint=f"roll back to a version released since {cut.version}, or set"
+            f" pre_cutover_ok if {target.version} reads DATABASE_URL",
+        )
     if target.version not in retained:
         raise RollbackRefused(
             f"the image of {target.version} ({target.digest}) has been pruned",

@@ -161,12 +161,18 @@ def _a_second_cutover_is_refused(stack, sqlite_path: str, dsn: str) -> None:
 
 
 def _later_versions_run_on_postgres(stack, dsn: str) -> None:
-    """The data lives in PostgreSQL now: rolling back to the version released before
-    the cutover starts it with DATABASE_URL too. Its warm standby, started on the
+    """The data lives in PostgreSQL now: a rollback to the version released before the
+    cutover is refused by default (one that ignores DATABASE_URL would serve the stale
+    file); allowed, it starts with DATABASE_URL too. Its warm standby, started on the
     SQLite file, must not be switched back into service (it would serve the file)."""
     from flows.rollback import rollback
+    from tasks.core.errors import RollbackRefused
+    from tests.e2e.test_1_release_docker import served_version
 
-    back = rollback(**stack.params("staging"), to="sqlite1", lock_timeout_s=60)
+    with pytest.raises(RollbackRefused, match=r"sqlite1 was released before the data moved"):
+        rollback(**stack.params("staging"), to="sqlite1", lock_timeout_s=60)
+    assert served_version(stack) == "pg1"
+    back = rollback(**stack.params("staging"), to="sqlite1", lock_timeout_s=60, pre_cutover_ok=True)
     assert back.outcome == "succeeded", back.reason
     health = httpx.get(stack.proxy.urls["staging"] + "/health", timeout=10)
     assert health.headers["x-app-version"] == "sqlite1"

@@ -209,7 +209,22 @@ def test_a_kept_release_serves_and_its_database_counts():
     assert history.current(hist) == kept
     assert history.database(hist) == "db-a"
     before = history.serving_timeline(HISTORY)[-1]
-    assert history.resolve_rollback_target(hist, "previous", {before.version}) == before
+    with pytest.raises(RollbackRefused, match=r"released before the data moved"):
+        history.resolve_rollback_target(hist, "previous", {before.version})
+    ok = history.resolve_rollback_target(hist, "previous", {before.version}, pre_cutover_ok=True)
+    assert ok == before
+
+
+def test_a_rollback_behind_the_cutover_is_refused_unless_allowed():
+    """Versions released since the cutover run on its database as a matter of course;
+    one released before it may ignore DATABASE_URL and serve the stale file, so it is
+    only restored when the caller says it reads DATABASE_URL."""
+    moved = rec("pg1").with_changes(database="db-a")
+    hist, kept = [*HISTORY, moved, rec("v6")], ALL | {"pg1", "v6"}
+    assert history.resolve_rollback_target(hist, "previous", kept).version == "pg1"
+    with pytest.raises(RollbackRefused, match=r"v5 was released before .* 'db-a', release pg1"):
+        history.resolve_rollback_target(hist, "v5", kept)
+    assert history.resolve_rollback_target(hist, "v5", kept, pre_cutover_ok=True).version == "v5"
 
 
 def test_a_second_cutover_is_refused_once_the_data_moved():
