@@ -382,7 +382,7 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
     for rec in thawed:
         # it died after thawing writes onto its database: they go back into the old
         # version's file first, or putting the old version back would lose them
-        rows, why = _write_back_after_crash(ctx, rec)
+        rows, why, backup = _write_back_after_crash(ctx, rec)
         if rows is None:
             finish(
                 ctx,
@@ -395,7 +395,9 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
             )
             actions.append(f"kept {rec.version}: its writes are in its database")
             continue
-        rec = ctx.ledger.write(rec.with_changes(writes_thawed=False, written_back=rows))
+        rec = ctx.ledger.write(
+            rec.with_changes(writes_thawed=False, written_back=rows, backup=backup)
+        )
         actions.append(f"wrote {rows} row(s) {rec.version} took back into {rec.source}")
         written.append(rec)
         stale.append(rec)
@@ -434,22 +436,23 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
     return actions
 
 
-def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | None, str]:
-    """(rows written back, or None and why not) for a cutover release that died after
-    thawing writes onto PostgreSQL. Writes are frozen (the recovery thaws them once
+def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | None, str, str | None]:
+    """(rows written back, or None and why not; the backup of the file) for a cutover
+    release that died after thawing writes onto PostgreSQL. Writes are frozen (the recovery thaws them once
     the old version serves), and PostgreSQL's rows go back into the SQLite file in
     one checked transaction; on failure they thaw again onto the new version."""
     from flows.migrate import plan_again
-    from tasks.writeback import write_back
+    from tasks.writeback import backup_source, write_back
 
     if not rec.source or not rec.database or not ctx.target.freeze_map:
-        return None, "the release recorded no SQLite file"
+        return None, "the release recorded no SQLite file", None
     runtime = HAProxyRuntime(ctx.target.proxy_admin)
     backend = backend_name(ctx.service.name, ctx.environment)
     freeze_map = ctx.target.freeze_map
     try:
         db: PostgresDatabase = _load(PostgresDatabase, rec.database, "database")
         plan = plan_again(rec.source, db)  # the file does not change meanwhile
+        copy = backup_source(Path(rec.source), ctx.ledger.dir / "backups", rec.release_id[:8])
         runtime.freeze_writes(freeze_map, backend)
         time.sleep(WRITE_BACK_DRAIN_S)  # writes already inside the new version finish
         dsn, password = db.get_client()
@@ -461,14 +464,19 @@ def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | Non
             runtime.thaw_writes(freeze_map, backend)
         except Exception as thaw_exc:  # noqa: BLE001 - the next recovery thaws them
             log.error("writes are still frozen: %s", thaw_exc)
-        return None, why
+        return None, why, None
     if done.not_written:
         log.warning("not written back (only PostgreSQL has them): %s", ", ".join(done.not_written))
     rows = sum(done.rows.values())
     log.warning(
-        "wrote %d row(s) %s took back into %s: %s", rows, rec.version, rec.source, done.rows
+        "wrote %d row(s) %s took back into %s (a copy from before: %s): %s",
+        rows,
+        rec.version,
+        rec.source,
+        copy,
+        done.rows,
     )
-    return rows, ""
+    return rows, "", str(copy)
 
 
 WRITE_BACK_DRAIN_S = 0.5

@@ -45,7 +45,7 @@ from tasks.notify import send
 from tasks.registry import find_released_image, push_image
 from tasks.rollout import UndoReport, deploy
 from tasks.smoke import smoke_check
-from tasks.writeback import write_back
+from tasks.writeback import backup_source, write_back
 
 PHASES = ("build-image", "push-image", "migrate", "deploy", "smoke-check", "load-test", "finalize")
 
@@ -142,6 +142,7 @@ class WriteBackGuard:
     drain_s: float = 0.5
     kept: str | None = None  # why the new version keeps serving
     rows: int | None = None  # rows written back
+    backup: str | None = None  # the copy of the SQLite file taken before writing back
     refrozen_at: float | None = None  # writes frozen again for the write-back
     rethawed_at: float | None = None  # and thawed, the old version serving
     frozen_s: float = 0.0  # how long a failed write-back kept them frozen
@@ -161,6 +162,11 @@ class WriteBackGuard:
         log = get_run_logger_safe()
         started = time.monotonic()
         try:
+            copy = backup_source(
+                Path(self.sqlite_path), self.ctx.ledger.dir / "backups", self.release_id[:8]
+            )
+            self.backup = str(copy)
+            started = time.monotonic()
             self.freeze()
             self.refrozen_at = time.monotonic()
             time.sleep(self.drain_s)  # writes already inside the new version finish
@@ -185,7 +191,9 @@ class WriteBackGuard:
             )
         rec = self.ctx.ledger.get(self.release_id)
         if rec is not None:  # a run killed from here on is recovered as any other
-            self.ctx.ledger.write(rec.with_changes(writes_thawed=False, written_back=self.rows))
+            self.ctx.ledger.write(
+                rec.with_changes(writes_thawed=False, written_back=self.rows, backup=self.backup)
+            )
         log.warning(
             "wrote %d row(s) PostgreSQL took since the thaw back into %s in %.2f s: %s",
             self.rows,
@@ -477,6 +485,7 @@ def release(
                 # the new version serves on the cutover's database, taking writes
                 writes_thawed=outcome == Outcome.KEPT and cut is not None,
                 written_back=guard.rows if guard is not None else None,
+                backup=guard.backup if guard is not None else None,
                 write_freeze_s=_freeze_s(frozen_at, thawed_at, guard),
             )
             raise

@@ -13,6 +13,7 @@ keeps the new version.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -65,6 +66,50 @@ class WriteBack:
     # columns and tables PostgreSQL has and the source never had (the new version's own
     # schema changes): their data cannot go back, it stays in PostgreSQL
     not_written: tuple[str, ...] = ()
+
+
+BACKUPS_KEPT = 3  # per SQLite file name: the newest ones
+
+
+def backup_source(path: Path, directory: Path, label: str, keep: int = BACKUPS_KEPT) -> Path:
+    """A consistent, synced copy of the SQLite file, taken before a write-back changes
+    it: the one time Shipyard writes the source. The write-back checks itself and
+    leaves the file as it was on any failure; this is for whoever finds later that
+    the old version should not have had those rows. Taken before writes freeze (the
+    old version takes no traffic meanwhile), so it adds nothing to the freeze. Older
+    copies of the same file beyond `keep` are removed."""
+    stem = f"{path.stem}-before-write-back-"
+    dest = directory / f"{stem}{label}.db"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(dest)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        fd = os.open(dest, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except (sqlite3.Error, OSError) as exc:
+        if directory.is_dir():
+            dest.unlink(missing_ok=True)
+        raise MigrationError(
+            f"could not back up {path} before writing back into it: {exc}",
+            hint=f"check the space and permissions of {directory}; {UNCHANGED}",
+        ) from exc
+    older = sorted(
+        (p for p in directory.glob(f"{stem}*.db") if p != dest), key=lambda p: p.stat().st_mtime
+    )
+    for old in older[: max(0, len(older) - (keep - 1))]:
+        old.unlink(missing_ok=True)
+    return dest
 
 
 def _written(plan: Plan) -> Plan:

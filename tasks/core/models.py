@@ -142,6 +142,7 @@ class ReleaseRecord(Frozen):
     # the SQLite file a cutover moved the data from: should the release die after its
     # writes thawed, the recovery writes PostgreSQL's rows back there
     source: str | None = None
+    backup: str | None = None  # a copy of that file taken before the write-back changed it
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

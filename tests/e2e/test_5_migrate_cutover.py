@@ -348,10 +348,26 @@ def test_a_load_test_failing_after_the_thaw_writes_back_and_loses_no_write(stack
     assert stored == writer.acked, (
         f"{len(set(writer.acked) - set(stored))} acknowledged writes missing from the file"
     )
+    _backup_is_the_file_before_the_write_back(rec, writer, "pg2")
     print(
         f"write-back: {len(writer.acked)} acknowledged writes, {len(on_pg)} of them by pg2 on"
         f" PostgreSQL, {rec.written_back} row(s) written back, {rec.write_freeze_s:.2f} s frozen"
     )
+
+
+def _backup_is_the_file_before_the_write_back(rec: Any, writer: Writer, version: str) -> None:
+    """The copy taken before the write-back is a sound database holding what the old
+    version wrote, and none of what `version` wrote on PostgreSQL."""
+    import sqlite3
+
+    assert rec.backup and rec.backup.endswith(".db"), rec.backup
+    ours = [rid for rid, v in writer.by_version.items() if v == version]
+    theirs = {rid: i for rid, i in writer.acked.items() if writer.by_version.get(rid) != version}
+    in_copy = _stored_in_sqlite(rec.backup, writer.acked)
+    assert not set(ours) & set(in_copy), "the backup already holds rows written back"
+    assert {rid: theirs[rid] for rid in in_copy} == in_copy and in_copy
+    with sqlite3.connect(f"file:{rec.backup}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def _slo_breach() -> Any:
@@ -480,6 +496,7 @@ def test_sigkill_after_the_thaw_then_recover_writes_back_and_restores_the_old_ve
         rec = next(r for r in records(stack, env) if r.version == "pg4")
         assert rec.outcome == "crashed" and rec.rolled_back_to == before, rec.reason
         assert not rec.writes_thawed and rec.written_back and rec.written_back > 0
+        _backup_is_the_file_before_the_write_back(rec, writer, "pg4")
         assert served_version(stack, env) == before
         assert history.database(records(stack, env)) is None  # production stays on SQLite
         runtime, freeze_map, backend = _freeze_switch(stack, env)

@@ -249,3 +249,40 @@ def test_a_check_failing_after_the_rewrite_rolls_it_back(tmp_path, target):
     with pytest.raises(MigrationError, match="still differs"):
         write_back(db, target, "", cut.plan, "public")
     assert sha(db) == before
+
+
+def test_a_backup_of_the_source_is_taken_before_and_the_newest_kept(tmp_path):
+    """The copy is a consistent, readable database equal to the source at the time; the
+    newest three copies of one file are kept; a copy that cannot be made raises a clear
+    error (the caller then writes nothing back) and leaves the source alone."""
+    import hashlib
+    import os
+    import time
+
+    from tasks.writeback import backup_source
+
+    source = tmp_path / "app.db"
+    conn = sqlite3.connect(source)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.commit()
+    backups = tmp_path / "state" / "backups"
+    made = []
+    for i in range(4):
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}",))
+        conn.commit()
+        made.append(backup_source(source, backups, f"rel{i}"))
+        os.utime(made[-1], (time.time() + i, time.time() + i))  # distinct ages
+    conn.close()
+    kept = sorted(p.name for p in backups.iterdir())
+    assert kept == [f"app-before-write-back-rel{i}.db" for i in (1, 2, 3)]
+    with sqlite3.connect(f"file:{made[-1]}?mode=ro", uri=True) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    with sqlite3.connect(f"file:{made[2]}?mode=ro", uri=True) as copy:
+        assert copy.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the backup directory should be")
+    with pytest.raises(MigrationError, match=r"could not back up .*app\.db before writing back"):
+        backup_source(source, blocked, "rel9")
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
