@@ -21,7 +21,8 @@ from tests.support import services
 
 _SERVER: services.PrefectServer | None = None
 SERVICE = "congress"
-ENVIRONMENTS = ["staging", "production", "canary"]  # canary: the last cutover test
+# canary and preview: the last cutover tests, each on an environment of its own
+ENVIRONMENTS = ["staging", "production", "canary", "preview"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -613,3 +613,68 @@ def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docke
         writer.stop.set()
         done.set()
         services.stop(pg.proc)
+
+
+def test_a_write_back_whose_old_version_is_gone_keeps_the_new_version_serving(stack, docker_client):
+    """The load test fails after the thaw and the write-back succeeds, but the old
+    version's container was removed meanwhile: traffic cannot go back. The new version
+    keeps serving on PostgreSQL (outcome `kept`, the rollback's failure named), writes
+    thaw onto it, and every acknowledged write is in PostgreSQL. On the preview
+    environment, whose first release runs on the SQLite file the stack shares."""
+    from flows.release import release
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    env = "preview"
+    assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
+    old = docker_client.containers.list(
+        filters={"label": [f"io.shipyard.environment={env}", "io.shipyard.version=sqlite1"]}
+    )
+    assert old
+    sqlite_path, pg, writer = _cutover_parts(
+        stack, docker_client, env, "stuck-pg", "congress-cut-slo", _slo_breach()
+    )
+    done = threading.Event()
+    removed: list[str] = []
+
+    def remove_the_old_version_once_thawed() -> None:
+        while not done.is_set():
+            rec = records(stack, env)[-1]
+            if rec.version == "pg6" and rec.writes_thawed:
+                for c in old:
+                    c.remove(force=True)
+                    removed.append(c.name)
+                return
+            time.sleep(0.05)
+
+    remover = threading.Thread(target=remove_the_old_version_once_thawed, daemon=True)
+    try:
+        writer.start()
+        remover.start()
+        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
+            release(
+                **stack.params(env, version="pg6", service="congress-cut-slo"),
+                migrate_from=sqlite_path,
+                database="stuck-pg",
+            )
+        time.sleep(1.5)  # writes flow on, to PostgreSQL
+        writer.stop.set()
+        writer.join(30)
+        done.set()
+        remover.join(10)
+        assert removed, "the old version was never removed"
+        rec = records(stack, env)[-1]
+        assert rec.version == "pg6" and rec.outcome == "kept", rec.reason
+        assert "rollback failed" in (rec.reason or "") and "is gone" in (rec.reason or "")
+        assert rec.writes_thawed and rec.rolled_back_to is None
+        assert rec.written_back is not None and rec.backup  # the write-back itself ran
+        assert served_version(stack, env) == "pg6"
+        assert history.database(records(stack, env)) == "stuck-pg"
+        runtime, freeze_map, backend = _freeze_switch(stack, env)
+        assert not runtime.writes_frozen(freeze_map, backend)
+        assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
+        assert any(v == "pg6" for v in writer.by_version.values())
+    finally:
+        writer.stop.set()
+        done.set()
+        services.stop(pg.proc)
