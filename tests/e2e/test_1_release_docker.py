@@ -7,7 +7,10 @@ smoke check, then rollbacks and pruning.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +42,43 @@ def records(stack, env="staging"):
     from tasks.ledger import Ledger
 
     return Ledger(str(stack.state_dir), stack.service, env).records()
+
+
+class OnRecord(threading.Thread):
+    """Runs `action` once, as soon as the environment's latest ledger record satisfies
+    `condition` (polled every 50 ms), while the test's own thread runs a release:
+    the way to act at one exact step of it (remove a container during its load test,
+    change PostgreSQL once writes thawed)."""
+
+    def __init__(
+        self,
+        stack: Any,
+        env: str,
+        condition: Callable[[Any], bool],
+        action: Callable[[], None],
+        timeout_s: float = 180,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.env, self.condition, self.action = stack, env, condition, action
+        self.timeout_s = timeout_s
+        self.stop = threading.Event()
+        self.acted = False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            found = records(self.stack, self.env)
+            if found and self.condition(found[-1]):
+                self.action()
+                self.acted = True
+                return
+            time.sleep(0.05)
+
+    def finish(self) -> bool:
+        """Stop watching; whether the action ran."""
+        self.stop.set()
+        self.join(10)
+        return self.acted
 
 
 def test_first_release(stack):

@@ -90,39 +90,32 @@ def test_a_rollback_that_cannot_restore_the_route_keeps_the_new_version_serving(
     by hand, a host clean-up): traffic cannot go back. The new version keeps running and
     serving instead of being stopped too, which would serve nothing, and the record says
     so (outcome `kept`, the reason named), so the next release starts from the truth."""
-    import threading
-    import time
-
     import pytest
 
     from flows.release import release
     from tasks.core import history
-    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_1_release_docker import OnRecord, records, served_version
 
     before = served_version(stack)
     old = docker_client.containers.list(
         filters={"label": ["io.shipyard.environment=staging", f"io.shipyard.version={before}"]}
     )
     assert old, f"no container of {before} on staging"
-    removed: list[str] = []
 
-    def remove_old_during_the_load_test() -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            rec = records(stack)[-1]
-            if rec.outcome == "in-progress" and rec.current_step == "load-test":
-                for c in old:
-                    c.remove(force=True)
-                    removed.append(c.name)
-                return
-            time.sleep(0.05)
+    def remove_old() -> None:
+        for c in old:
+            c.remove(force=True)
 
-    remover = threading.Thread(target=remove_old_during_the_load_test, daemon=True)
+    remover = OnRecord(
+        stack,
+        "staging",
+        lambda rec: rec.outcome == "in-progress" and rec.current_step == "load-test",
+        remove_old,
+    )
     remover.start()
     with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
         release("v14", **stack.params(service="congress-slo"))  # promoted, not rebuilt
-    remover.join(10)
-    assert removed, "the load test ended before the old container could be removed"
+    assert remover.finish(), "the load test ended before the old container could be removed"
     rec = records(stack)[-1]
     assert rec.version == "v14" and rec.outcome == "kept", rec.reason
     assert rec.rolled_back_to is None and rec.failed_step == "load-test"

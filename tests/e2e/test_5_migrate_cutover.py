@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -370,6 +371,41 @@ def _backup_is_the_file_before_the_write_back(rec: Any, writer: Writer, version:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def _cutover_failing_its_load_test(
+    stack: Any,
+    env: str,
+    version: str,
+    sqlite_path: str,
+    block: str,
+    writer: Writer,
+    once_thawed: Callable[[], None],
+) -> bool:
+    """A cutover release of `version` (service congress-cut-slo) whose load test breaches
+    its SLO, with `once_thawed` run as soon as its writes thawed onto PostgreSQL and the
+    writer writing throughout; returns once writes flowed 1.5 s more, writer stopped.
+    Whether `once_thawed` ran."""
+    from flows.release import release
+    from tests.e2e.test_1_release_docker import OnRecord
+
+    watcher = OnRecord(
+        stack, env, lambda rec: rec.version == version and rec.writes_thawed, once_thawed
+    )
+    writer.start()
+    watcher.start()
+    try:
+        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
+            release(
+                **stack.params(env, version=version, service="congress-cut-slo"),
+                migrate_from=sqlite_path,
+                database=block,
+            )
+        time.sleep(1.5)  # writes flow on, to whichever version serves
+    finally:
+        writer.stop.set()
+        writer.join(30)
+    return watcher.finish()
+
+
 def _slo_breach() -> Any:
     from tasks.core.checks import LoadPolicy
 
@@ -573,32 +609,16 @@ def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docke
     sqlite_path, pg, writer = _cutover_parts(
         stack, docker_client, env, "kept-pg", "congress-cut-slo", _slo_breach()
     )
-    done = threading.Event()
 
-    def rename_once_thawed() -> None:
-        while not done.is_set():
-            rec = records(stack, env)[-1]
-            if rec.version == "pg3" and rec.writes_thawed:
-                with psycopg.connect(pg.dsn, autocommit=True) as conn:
-                    conn.execute("ALTER TABLE members RENAME TO members_moved")
-                return
-            time.sleep(0.05)
+    def rename_members() -> None:
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE members RENAME TO members_moved")
 
-    renamer = threading.Thread(target=rename_once_thawed, daemon=True)
     try:
-        writer.start()
-        renamer.start()
-        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
-            release(
-                **stack.params(env, version="pg3", service="congress-cut-slo"),
-                migrate_from=sqlite_path,
-                database="kept-pg",
-            )
-        time.sleep(1.5)  # writes flow on, to PostgreSQL
-        writer.stop.set()
-        writer.join(30)
-        done.set()
-        renamer.join(10)
+        acted = _cutover_failing_its_load_test(
+            stack, env, "pg3", sqlite_path, "kept-pg", writer, rename_members
+        )
+        assert acted, "writes never thawed"
         rec = records(stack, env)[-1]
         assert rec.version == "pg3" and rec.outcome == "kept", rec.reason
         assert "write-back failed" in (rec.reason or "") and "members" in (rec.reason or "")
@@ -611,7 +631,6 @@ def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docke
         assert any(v == "pg3" for v in writer.by_version.values())
     finally:
         writer.stop.set()
-        done.set()
         services.stop(pg.proc)
 
 
@@ -634,35 +653,16 @@ def test_a_write_back_whose_old_version_is_gone_keeps_the_new_version_serving(st
     sqlite_path, pg, writer = _cutover_parts(
         stack, docker_client, env, "stuck-pg", "congress-cut-slo", _slo_breach()
     )
-    done = threading.Event()
-    removed: list[str] = []
 
-    def remove_the_old_version_once_thawed() -> None:
-        while not done.is_set():
-            rec = records(stack, env)[-1]
-            if rec.version == "pg6" and rec.writes_thawed:
-                for c in old:
-                    c.remove(force=True)
-                    removed.append(c.name)
-                return
-            time.sleep(0.05)
+    def remove_old() -> None:
+        for c in old:
+            c.remove(force=True)
 
-    remover = threading.Thread(target=remove_the_old_version_once_thawed, daemon=True)
     try:
-        writer.start()
-        remover.start()
-        with pytest.raises(Exception, match=r"p\(95\) < 0\.01ms"):
-            release(
-                **stack.params(env, version="pg6", service="congress-cut-slo"),
-                migrate_from=sqlite_path,
-                database="stuck-pg",
-            )
-        time.sleep(1.5)  # writes flow on, to PostgreSQL
-        writer.stop.set()
-        writer.join(30)
-        done.set()
-        remover.join(10)
-        assert removed, "the old version was never removed"
+        acted = _cutover_failing_its_load_test(
+            stack, env, "pg6", sqlite_path, "stuck-pg", writer, remove_old
+        )
+        assert acted, "the old version was never removed"
         rec = records(stack, env)[-1]
         assert rec.version == "pg6" and rec.outcome == "kept", rec.reason
         assert "rollback failed" in (rec.reason or "") and "is gone" in (rec.reason or "")
@@ -676,5 +676,4 @@ def test_a_write_back_whose_old_version_is_gone_keeps_the_new_version_serving(st
         assert any(v == "pg6" for v in writer.by_version.values())
     finally:
         writer.stop.set()
-        done.set()
         services.stop(pg.proc)
