@@ -593,6 +593,22 @@ def test_sigkill_after_the_thaw_and_a_write_back_that_cannot_run_keeps_the_new_v
         services.stop(pg.proc)
 
 
+def _kept_on_postgres(
+    stack: Any, env: str, version: str, block: str, dsn: str, writer: Writer
+) -> None:
+    """`version` serves, the environment's data is in `block`, writes flow (it took some),
+    and every acknowledged write is in PostgreSQL."""
+    from tasks.core import history
+    from tests.e2e.test_1_release_docker import records, served_version
+
+    assert served_version(stack, env) == version
+    assert history.database(records(stack, env)) == block
+    runtime, freeze_map, backend = _freeze_switch(stack, env)
+    assert not runtime.writes_frozen(freeze_map, backend)
+    assert _stored_in_pg(dsn, writer.acked) == writer.acked
+    assert any(v == version for v in writer.by_version.values())
+
+
 def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docker_client):
     """The load test fails after the thaw, and the write-back cannot run: the new
     version changed PostgreSQL's schema meanwhile (here a renamed table, as an
@@ -601,8 +617,7 @@ def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docke
     is in PostgreSQL. On the canary environment, whose first release runs on the
     SQLite file all environments of the sample stack share."""
     from flows.release import release
-    from tasks.core import history
-    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_1_release_docker import records
 
     env = "canary"
     assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
@@ -623,12 +638,7 @@ def test_a_write_back_that_cannot_run_keeps_the_new_version_serving(stack, docke
         assert rec.version == "pg3" and rec.outcome == "kept", rec.reason
         assert "write-back failed" in (rec.reason or "") and "members" in (rec.reason or "")
         assert rec.writes_thawed and rec.rolled_back_to is None
-        assert served_version(stack, env) == "pg3"
-        assert history.database(records(stack, env)) == "kept-pg"
-        runtime, freeze_map, backend = _freeze_switch(stack, env)
-        assert not runtime.writes_frozen(freeze_map, backend)
-        assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
-        assert any(v == "pg3" for v in writer.by_version.values())
+        _kept_on_postgres(stack, env, "pg3", "kept-pg", pg.dsn, writer)
     finally:
         writer.stop.set()
         services.stop(pg.proc)
@@ -641,8 +651,7 @@ def test_a_write_back_whose_old_version_is_gone_keeps_the_new_version_serving(st
     thaw onto it, and every acknowledged write is in PostgreSQL. On the preview
     environment, whose first release runs on the SQLite file the stack shares."""
     from flows.release import release
-    from tasks.core import history
-    from tests.e2e.test_1_release_docker import records, served_version
+    from tests.e2e.test_1_release_docker import records
 
     env = "preview"
     assert release(**stack.params(env, version="sqlite1")).outcome == "succeeded"
@@ -668,12 +677,7 @@ def test_a_write_back_whose_old_version_is_gone_keeps_the_new_version_serving(st
         assert "rollback failed" in (rec.reason or "") and "is gone" in (rec.reason or "")
         assert rec.writes_thawed and rec.rolled_back_to is None
         assert rec.written_back is not None and rec.backup  # the write-back itself ran
-        assert served_version(stack, env) == "pg6"
-        assert history.database(records(stack, env)) == "stuck-pg"
-        runtime, freeze_map, backend = _freeze_switch(stack, env)
-        assert not runtime.writes_frozen(freeze_map, backend)
-        assert _stored_in_pg(pg.dsn, writer.acked) == writer.acked
-        assert any(v == "pg6" for v in writer.by_version.values())
+        _kept_on_postgres(stack, env, "pg6", "stuck-pg", pg.dsn, writer)
     finally:
         writer.stop.set()
         services.stop(pg.proc)
