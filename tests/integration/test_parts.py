@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+import sqlite3
+import sys
 from pathlib import Path
 
 import docker
@@ -149,6 +152,37 @@ def test_sample_service_endpoints_on_sqlite(tmp_path, monkeypatch):
         sys.path.remove(str(services.ROOT / "examples" / "service"))
         for mod in [m for m in sys.modules if m == "app" or m.startswith("app.")]:
             del sys.modules[mod]
+
+
+def _race_generate(path: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(services.ROOT / "examples" / "service"))
+    from app.generate import generate_once
+
+    barrier.wait()
+    results.put(generate_once(Path(path), 0.05))
+
+
+def test_sample_service_workers_racing_to_seed_build_one_database(tmp_path):
+    """Each uvicorn worker seeds a missing database; CI once saw two collide
+    (UNIQUE constraint failed: members.bioguide_id) and the container never got healthy."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    path = tmp_path / "congress.db"
+    procs = [
+        ctx.Process(target=_race_generate, args=(str(path), barrier, results)) for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    created = sorted(results.get(timeout=5) for _ in procs)
+    assert created == [False, False, False, True]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("SELECT count(*) FROM members").fetchone() == (535,)
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["congress.db"]
 
 
 def test_deterministic_generator(tmp_path):

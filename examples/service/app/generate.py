@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -83,13 +84,38 @@ def generate(path: Path, scale: float = 1.0, seed: int = 2025) -> dict[str, int]
     return {"members": n_members, "bills": n_bills, "votes": n_votes}
 
 
+def generate_once(path: Path, scale: float = 1.0) -> bool:
+    """Create the database at `path` unless it exists; safe when several processes race.
+
+    Every uvicorn worker runs the startup hook, so two of them can find the file
+    missing at the same moment. Each builds its own private file and publishes it
+    with `os.link`, which fails if the name is already taken: exactly one complete
+    database appears, and no process ever sees a half-written one.
+    Returns whether this call created it.
+    """
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        generate(tmp, scale)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", type=Path)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
     args = parser.parse_args()
-    if args.if_missing and args.path.exists():
+    if args.if_missing:
+        generate_once(args.path, args.scale)
         return
     print(json.dumps(generate(args.path, args.scale)))
 

@@ -30,10 +30,10 @@ db = Database(DATABASE_URL)
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    if db.kind == "sqlite" and not Path(db.path).exists():
-        from app.generate import generate
+    if db.kind == "sqlite":
+        from app.generate import generate_once
 
-        generate(Path(db.path), float(os.environ.get("SEED_SCALE", "0.5")))
+        generate_once(Path(db.path), float(os.environ.get("SEED_SCALE", "0.5")))
     yield
 
 
