@@ -6,10 +6,11 @@ CHAR(32) hex) and their sessions by text. This builds such a database
 rowid-keyed), bulk-copies it into a fresh PostgreSQL 15 the way the cutover
 does, then changes a handful of rows in the source (as writes accepted before
 the freeze would) and times what the cutover does while writes are frozen:
-the catch-up (digests, differing buckets, the changed rows) and the final
-validation. Also times one full validation right after the bulk copy, each
-side of the uuid table's digest alone, and checks that the final validation
-passed and PostgreSQL holds the changed rows.
+the catch-up (the two snapshots compared page by page, the changed rows) and
+the final validation. Also times the validation right after the bulk copy
+(which the freeze builds on), what finding the changes by digests of every
+table took instead, each side of the uuid table's digest alone, and checks
+that the final validation passed and PostgreSQL holds the changed rows.
 
 Then the other direction: the staged tables are swapped into place, a few rows
 change in PostgreSQL (as the new version's writes between the thaw and a failed
@@ -178,7 +179,8 @@ def main() -> int:
             m.build_keys(dsn, password, plan)
             out["bulk_s"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
-            first = m.validate(snap, dsn, password, plan, pool)
+            kept: dict[Any, Any] = {}
+            first = m.validate(snap, dsn, password, plan, pool, keep=kept)
             out["validate_s"] = round(time.perf_counter() - t0, 2)
             out["validate_passed"] = first.passed
             orders = next(t for t in plan.tables if t.name == "orders")
@@ -196,12 +198,18 @@ def main() -> int:
             changed = writes_before_freeze(db)
             t0 = time.perf_counter()
             snap2 = m.snapshot(db, home / "final")
-            caught = m.catch_up(snap2, dsn, password, plan, pool)
+            out["snapshot_s"] = round(time.perf_counter() - t0, 2)
+            # what the freeze did before pages were compared: digests of every table
+            t1 = time.perf_counter()
+            m.find_changes(snap2, dsn, password, plan, pool)
+            out["find_by_digests_s"] = round(time.perf_counter() - t1, 2)
+            t0 = time.perf_counter()
+            snap2 = m.snapshot(db, home / "final")
+            caught = m.catch_up_from_pages(snap, snap2, dsn, password, plan, pool, first, kept)
+            assert caught is not None, "the pages could not tell"
             out["catch_up_s"] = round(time.perf_counter() - t0, 2)
             t1 = time.perf_counter()
-            final = m.validate(
-                snap2, dsn, password, plan, pool, known=caught.known, known_parts=caught.parts
-            )
+            final = m.validate_caught_up(snap2, dsn, password, plan, pool, caught)
             out["final_validate_s"] = round(time.perf_counter() - t1, 2)
             out["freeze_work_s"] = round(time.perf_counter() - t0, 2)
             out["rows_caught_up"] = caught.rows

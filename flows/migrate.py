@@ -412,6 +412,10 @@ class Cutover(BaseModel):
     rows_caught_up: dict[str, int]
     bulk_s: float
     frozen_at: float  # time.monotonic() when writes were frozen
+    # how the frozen snapshot's changes were found: "pages" (compared with the bulk
+    # copy's snapshot) or "digests" (of every table, when the pages cannot tell)
+    caught_up_by: str
+    freeze_work_s: float  # from the freeze to the swap: the catch-up and final validation
     validation: m.Validation
     plan: m.Plan  # what was migrated: how to write PostgreSQL's rows back, should the release fail
 
@@ -457,11 +461,19 @@ def cutover_migration(
         if plan.blocking:
             raise m.blocking_error(plan)
         with m.migration_lock(dsn, password):
+            frozen = False
             try:
                 m.prepare_stage(dsn, password, plan, database.target_schema)
                 progress = m.copy_all(snap, dsn, password, plan, pool)
                 m.build_keys(dsn, password, plan)
+                # validated while the old version still takes writes: a bad copy fails
+                # here without a freeze, and the freeze only re-reads what changed
+                kept: dict[m.Part, tuple[m.Digest, m.Digest]] = {}
+                verified = m.validate(snap, dsn, password, plan, pool, keep=kept)
+                if not verified.passed:
+                    raise validation_failed(verified)
                 bulk_s = time.perf_counter() - started
+                frozen = True
                 freeze()
                 frozen_at = time.monotonic()
                 log.info("writes frozen after a %.1f s bulk copy of %d rows", bulk_s, progress.done)
@@ -469,22 +481,31 @@ def cutover_migration(
                 final = work / "final"
                 final.mkdir()
                 snap2 = m.snapshot(Path(sqlite_path), final)
-                caught = m.catch_up(snap2, dsn, password, plan, pool)
+                caught = m.catch_up_from_pages(
+                    snap, snap2, dsn, password, plan, pool, verified, kept
+                ) or m.catch_up(snap2, dsn, password, plan, pool)  # None: the schema changed
                 changed = caught.rows
-                validation = m.validate(
-                    snap2, dsn, password, plan, pool, known=caught.known, known_parts=caught.parts
-                )
+                validation = m.validate_caught_up(snap2, dsn, password, plan, pool, caught)
                 if not validation.passed:
                     raise validation_failed(validation)
                 m.swap(dsn, password, plan, database.target_schema)
+                work_s = time.monotonic() - frozen_at
             except Exception:
-                thaw()
+                if frozen:
+                    thaw()
                 m.drop_stage(dsn, password)
                 raise
-        log.info("caught up %s; validation passed; swapped into place", changed)
+        log.info(
+            "caught up %s (found by %s); validation passed; swapped into place %.2f s after the freeze",
+            changed,
+            caught.by,
+            work_s,
+        )
         return Cutover(
             rows_bulk=progress.done,
             rows_caught_up=changed,
+            caught_up_by=caught.by,
+            freeze_work_s=round(work_s, 3),
             bulk_s=round(bulk_s, 3),
             frozen_at=frozen_at,
             validation=validation,

@@ -12,6 +12,7 @@ is from the snapshot, by as many connections as there are cores.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import multiprocessing
@@ -95,6 +96,7 @@ from tasks.core.redact import redact
 from tasks.core.sqlddl import json_checked
 from tasks.core.sqlmap import ColumnStats, quote_ident
 from tasks.core.triggers import PlanTrigger, trigger_sql
+from tasks.pagediff import changed_rows
 from tasks.sqlite_scan import Raw, merge_raw, open_readonly, scan_table_raw, stats_of
 
 STAGE = "shipyard_stage"
@@ -1551,9 +1553,11 @@ def validate(
     known_parts: Mapping[Part, tuple[Digest, Digest]] | None = None,
     schema: str = STAGE,
     views: bool = True,
+    layout: Sequence[tuple[PlanTable, tuple[int, int] | None]] | None = None,
 ) -> Validation:
     """Per table, rows and digests of every part on both sides; views on both sides
-    (unless `views` is off). PostgreSQL's side is `schema`: staging, or after the
+    (unless `views` is off). The parts are `digest_parts` of `path` unless a `layout`
+    (an earlier snapshot's, whose digests `known_parts` holds) is given. PostgreSQL's side is `schema`: staging, or after the
     swap the target itself (the write-back compares that with the source).
 
     `known` holds reports still true (tables unchanged since they were checked);
@@ -1565,7 +1569,7 @@ def validate(
     """
     reuse = {r.name: r for r in (known.tables if known else ()) if r.ok}
     known_parts = known_parts or {}
-    every = [(t, r) for t, r in digest_parts(path, plan) if t.name not in reuse]
+    every = [(t, r) for t, r in (layout or digest_parts(path, plan)) if t.name not in reuse]
     parts = [(t, r) for t, r in every if (t.name, r) not in known_parts]
     shown = plan.views if views else ()
     if source is None:  # queued first: the processes work while PostgreSQL does
@@ -1799,6 +1803,34 @@ class CatchUp:
     rows: dict[str, int]  # rows replaced, per table
     known: Validation  # reports still true: tables that needed nothing, buckets re-checked
     parts: Mapping[Part, tuple[Digest, Digest]]  # rowid parts that were equal and untouched
+    # found from pages: the parts of the earlier snapshot that `parts` are keyed by,
+    # and the views' reports, still true if no row changed
+    layout: Sequence[tuple[PlanTable, tuple[int, int] | None]] | None = None
+    views: tuple[ViewReport, ...] | None = None
+
+    @property
+    def by(self) -> str:
+        return "digests" if self.layout is None else "pages"
+
+
+def validate_caught_up(
+    path: Path, dsn: str, password: str, plan: Plan, pool: Executor, caught: CatchUp
+) -> Validation:
+    """The final validation of a cutover: only what the catch-up could not vouch for is
+    read again (views too, unless no row changed)."""
+    views = caught.views if not caught.rows else None
+    done = validate(
+        path,
+        dsn,
+        password,
+        plan,
+        pool,
+        known=caught.known,
+        known_parts=caught.parts,
+        layout=caught.layout,
+        views=views is None,
+    )
+    return done if views is None else done.model_copy(update={"views": views})
 
 
 @dataclass(frozen=True)
@@ -1886,13 +1918,166 @@ def catch_up(path: Path, dsn: str, password: str, plan: Plan, pool: Executor) ->
     """
     found = find_changes(path, dsn, password, plan, pool)
     before, kept = found.before, found.parts
+    changed = _replace_rows(path, dsn, password, plan, found.tables)
+    tables = {t.name: t for t in plan.tables}
+    rechecked = [
+        _recheck(dsn, password, tables[c.table.name], kept[(c.table.name, None)], c.buckets)
+        for c in found.tables
+        if c.buckets
+    ]
+    known = [r for r in before.tables if r.ok] + [r for r in rechecked if r.ok]
+    equal = {k: v for k, v in kept.items() if k[1] is not None and v[0] == v[1]}
+    return CatchUp(changed, before.model_copy(update={"tables": tuple(known)}), equal)
+
+
+def catch_up_from_pages(
+    old: Path,
+    path: Path,
+    dsn: str,
+    password: str,
+    plan: Plan,
+    pool: Executor,
+    verified: Validation,
+    kept: Mapping[Part, tuple[Digest, Digest]],
+) -> CatchUp | None:
+    """The catch-up of a freeze that follows a validation: `verified` (passed) and its
+    part digests `kept` compared staging with the bulk copy's snapshot `old`, and
+    nothing has written to staging since. Comparing `old` with the frozen snapshot
+    `path` page by page names the rows that may have changed, so no table is
+    digested again just to find them: identity-keyed rows are replaced by rowid,
+    other keyed rows by the keys those rowids held in either snapshot, and only
+    the digest parts (rowid ranges, key-prefix buckets) holding them are read again
+    by the final validation. Tables the pages cannot vouch for (WITHOUT ROWID,
+    virtual) go through `find_changes`. None if the pages cannot tell at all (the
+    schema changed, say): then the caller runs `catch_up`.
+    """
+    diff = changed_rows(old, path, {t.name: t.has_rowid for t in plan.tables})
+    if diff is None:
+        return None
+    whole = [t for t in plan.tables if t.name in diff and diff[t.name].whole]
+    found = (
+        find_changes(path, dsn, password, plan.model_copy(update={"tables": tuple(whole)}), pool)
+        if whole
+        else None
+    )
+    todo: list[Changed] = list(found.tables) if found else []
+    fresh: list[Changed] = []  # bucketed tables whose both sides need new bucket digests
+    parts: dict[Part, tuple[Digest, Digest]] = {}
+    same = {t.name for t in plan.tables if t.name not in diff}
+    for t in plan.tables:
+        d = diff.get(t.name)
+        if d is None or d.whole:
+            continue
+        rowids = _rows_differing((old, path), t, sorted(d.rowids))
+        if not rowids:  # the leaves changed, their rows did not (a neighbour moved)
+            same.add(t.name)
+            continue
+        walk = key_walk(t)
+        if any(c.identity for c in t.columns):
+            todo.append(Changed(t, rowids=rowids))
+            parts.update(
+                {
+                    k: v
+                    for k, v in kept.items()
+                    if k[0] == t.name and k[1] is not None and not _holds(k[1], rowids)
+                }
+            )
+        elif walk is not None and walk.by_value:
+            keys, prefixes = _keys_of_rowids((old, path), t, walk, rowids)
+            c = Changed(t, keys=keys, buckets=prefixes if bucketed(t) is not None else ())
+            todo.append(c)
+            if c.buckets:
+                fresh.append(c)
+        else:
+            todo.append(Changed(t))
+    rows = _replace_rows(path, dsn, password, plan, todo)
+    rechecked = [
+        _recheck(dsn, password, c.table, kept[(c.table.name, None)], c.buckets, path) for c in fresh
+    ]
+    if found:
+        rechecked += [
+            _recheck(dsn, password, c.table, found.parts[(c.table.name, None)], c.buckets)
+            for c in found.tables
+            if c.buckets
+        ]
+        parts.update({k: v for k, v in found.parts.items() if k[1] is not None and v[0] == v[1]})
+    known = [r for r in verified.tables if r.name in same]
+    known += [r for r in found.before.tables if r.ok] if found else []
+    known += [r for r in rechecked if r.ok]
+    layout = [(t, r) for t, r in digest_parts(old, plan)]
+    return CatchUp(
+        rows,
+        verified.model_copy(update={"tables": tuple(known)}),
+        parts,
+        layout=layout,
+        views=verified.views,
+    )
+
+
+def _holds(rng: tuple[int, int], rowids: Sequence[int]) -> bool:
+    """Whether the rowid range holds any of the (sorted) rowids."""
+    i = bisect.bisect_left(rowids, rng[0])
+    return i < len(rowids) and rowids[i] <= rng[1]
+
+
+def _rows_differing(paths: Sequence[Path], t: PlanTable, rowids: Sequence[int]) -> list[int]:
+    """Of the rowids on the leaves that changed, those whose rows differ between the two
+    snapshots as PostgreSQL would receive them (their COPY lines), or that only one
+    snapshot has: a leaf holds a hundred rows, a write usually changes one."""
+    seen: list[dict[int, bytes]] = []
+    for path in paths:
+        conn = open_readonly(path)
+        conn.text_factory = bytes
+        rows: dict[int, bytes] = {}
+        try:
+            with _decoding(path, t, None):
+                for i in range(0, len(rowids), 5000):
+                    batch = ",".join(map(str, rowids[i : i + 5000]))
+                    cur = conn.execute(copy_select(t, rowid=True) + f" WHERE rowid IN ({batch})")
+                    rows.update(cur.fetchall())
+        finally:
+            conn.close()
+        seen.append(rows)
+    a, b = seen
+    return sorted(r for r in a.keys() | b.keys() if a.get(r) != b.get(r))
+
+
+def _keys_of_rowids(
+    paths: Sequence[Path], t: PlanTable, walk: KeyWalk, rowids: Sequence[int]
+) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The primary keys (as `_walk_keys` shows them) that the rowids held in any of the
+    snapshots, and their key-prefix buckets: a changed row is replaced under its key."""
+    keys: set[tuple[str, ...]] = set()
+    prefixes: set[str] = set()
+    width = bucket_width(t.rows)
+    for path in paths:
+        conn = _canon_reader(path)
+        try:
+            for i in range(0, len(rowids), 5000):
+                batch = ",".join(map(str, rowids[i : i + 5000]))
+                for row in conn.execute(
+                    f"SELECT substr({walk.sqlite_key_exprs[0]}, 1, {width}), {walk.sqlite_keys}"
+                    f" FROM {quote_ident(t.name)} WHERE rowid IN ({batch})"
+                ):
+                    prefixes.add(str(row[0]))
+                    keys.add(tuple(map(str, row[1:])))
+        finally:
+            conn.close()
+    return sorted(keys), sorted(prefixes)
+
+
+def _replace_rows(
+    path: Path, dsn: str, password: str, plan: Plan, tables: Sequence[Changed]
+) -> dict[str, int]:
+    """Replace the changed rows of staging with the source's, by rowid, by key or the
+    whole table; one transaction with foreign keys deferred, so staging is never half
+    caught up. Returns the rows written per table."""
     changed: dict[str, int] = {}
-    touched = {c.table.name: list(c.buckets) for c in found.tables if c.buckets}
     with pg_connect(dsn, password) as pg:
         try:
             with pg.transaction():
                 pg.execute("SET CONSTRAINTS ALL DEFERRED")
-                for c in found.tables:
+                for c in tables:
                     t = c.table
                     qt = f"{STAGE}.{quote_ident(t.name)}"
                     batches: list[tuple[str, Sequence[Any]]] = [("", ())]
@@ -1935,21 +2120,20 @@ def catch_up(path: Path, dsn: str, password: str, plan: Plan, pool: Executor) ->
         except psycopg.Error as exc:
             raise _pg_error(exc, password, "the catch-up copy failed") from exc
     refresh_identities(path, dsn, password, plan)
-    tables = {t.name: t for t in plan.tables}
-    rechecked = [
-        _recheck(dsn, password, tables[name], kept[(name, None)], prefixes)
-        for name, prefixes in touched.items()
-    ]
-    known = [r for r in before.tables if r.ok] + [r for r in rechecked if r.ok]
-    equal = {k: v for k, v in kept.items() if k[1] is not None and v[0] == v[1]}
-    return CatchUp(changed, before.model_copy(update={"tables": tuple(known)}), equal)
+    return changed
 
 
 def _recheck(
-    dsn: str, password: str, t: PlanTable, digests: tuple[Digest, Digest], prefixes: list[str]
+    dsn: str,
+    password: str,
+    t: PlanTable,
+    digests: tuple[Digest, Digest],
+    prefixes: Sequence[str],
+    source: Path | None = None,
 ) -> TableReport:
     """A bucketed table after its catch-up: PostgreSQL digests the rewritten buckets
-    again; the source's are those of the frozen snapshot, already known."""
+    again; the source's are those of the frozen snapshot, already known, unless they
+    were taken from an earlier snapshot: then the `source` digests those buckets too."""
     walk = bucketed(t)
     assert walk is not None
     src, old = digests
@@ -1957,6 +2141,11 @@ def _recheck(
         fresh = _pg_buckets(pg, t, walk, STAGE, prefixes)
     dst = {b: v for b, v in (old.buckets or {}).items() if b not in prefixes} | fresh
     a, b = src, Digest.of_buckets(dst)
+    if source is not None:
+        with _decoding(source, t, None):
+            now = _source_buckets(source, t, walk, only=prefixes)
+        kept = {k: v for k, v in (src.buckets or {}).items() if k not in prefixes}
+        a = Digest.of_buckets(kept | now)
     return TableReport(
         name=t.name,
         rows_source=a.rows,

@@ -1053,9 +1053,10 @@ def _copy_line(t: PlanTable) -> str:
     )
 
 
-def copy_select(t: PlanTable) -> str:
-    """One SQLite SELECT whose single column is the row as one CSV line for COPY."""
-    return f"SELECT {_copy_line(t)} FROM {quote_ident(t.name)}"
+def copy_select(t: PlanTable, rowid: bool = False) -> str:
+    """One SQLite SELECT whose single column is the row as one CSV line for COPY
+    (after the rowid, if asked)."""
+    return f"SELECT {'rowid, ' if rowid else ''}{_copy_line(t)} FROM {quote_ident(t.name)}"
 
 
 def copy_block_select(t: PlanTable) -> str:
