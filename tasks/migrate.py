@@ -64,6 +64,7 @@ from tasks.core.migration import (
     SourceView,
     SourceVirtual,
     bucket_digest_sql,
+    bucket_range_sqlite,
     bucket_total,
     bucket_width,
     bucketed,
@@ -85,6 +86,7 @@ from tasks.core.migration import (
     pg_checksum_sql,
     pg_digest_sql,
     pg_row_hashes_sql,
+    prefix_upper,
     restart_sql,
     rowid_bucket_range,
     rowid_bucket_sql,
@@ -1344,11 +1346,20 @@ def _differing_by_key(
 def _source_buckets(
     path: Path, t: PlanTable, walk: KeyWalk, only: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """The source's "rows:md5" per key-prefix bucket (`only` these buckets, if given)."""
-    sql, _pg = bucket_digest_sql(t, walk, bucket_width(t.rows), only=only is not None)
+    """The source's "rows:md5" per key-prefix bucket (`only` these buckets, if given:
+    each read as a range of the key's index where it can be)."""
+    width = bucket_width(t.rows)
+    sql, _pg = bucket_digest_sql(t, walk, width, only=only is not None)
+    ranged = bucket_range_sqlite(t, walk, width) if only is not None else None
     conn = _canon_reader(path)
     try:
-        rows = conn.execute(sql, () if only is None else (json.dumps(list(only)),))
+        uppers = {p: prefix_upper(p) for p in only or ()}
+        if ranged is not None and only is not None and None not in uppers.values():
+            rows: Iterable[Any] = [
+                row for p in only for row in conn.execute(ranged, (p, uppers[p])).fetchall()
+            ]
+        else:
+            rows = conn.execute(sql, () if only is None else (json.dumps(list(only)),))
         return {
             b: f"{n}:{hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()}"
             for b, n, text in rows
@@ -1951,9 +1962,10 @@ def catch_up_from_pages(
     virtual) go through `find_changes`. None if the pages cannot tell at all (the
     schema changed, say): then the caller runs `catch_up`.
     """
-    diff = changed_rows(old, path, {t.name: t.has_rowid for t in plan.tables})
-    if diff is None:
+    pages = changed_rows(old, path, {t.name: t.has_rowid for t in plan.tables})
+    if pages is None:
         return None
+    diff = pages.tables
     whole = [t for t in plan.tables if t.name in diff and diff[t.name].whole]
     found = (
         find_changes(path, dsn, password, plan.model_copy(update={"tables": tuple(whole)}), pool)

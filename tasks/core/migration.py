@@ -1269,6 +1269,7 @@ class KeyWalk:
     numeric: tuple[bool, ...]
     columns: tuple[str, ...] = ()
     by_value: bool = False  # SQLite's stored keys equal their canonical text (or its number)
+    pg_types: tuple[str, ...] = ()  # the key columns' PostgreSQL types
 
     @property
     def sqlite_keys(self) -> str:
@@ -1321,6 +1322,7 @@ def key_walk(t: PlanTable) -> KeyWalk | None:
         sqlite_order=_order_by(t, "sqlite"),
         pg_order=_order_by(t, "pg"),
         numeric=tuple(cols[k].pg_type == "bigint" for k in t.primary_key),
+        pg_types=tuple(cols[k].pg_type for k in t.primary_key),
     )
 
 
@@ -1361,6 +1363,36 @@ def bucket_digest_sql(
         f" ORDER BY {walk.pg_order}) lines GROUP BY b"
     )
     return sqlite, pg
+
+
+def bucket_range_sqlite(t: PlanTable, walk: KeyWalk, width: int) -> str | None:
+    """SQLite's query of one bucket (bucket, rows, lines) read as a range of its key's
+    index: parameters (prefix, `prefix_upper(prefix)`). The `only` form of `bucket_digest_sql` filters by prefix, so it reads the
+    whole index (0.2 s for 1 M uuids, per changed bucket set). None where a range of
+    the stored text is not the bucket: other key types, or citext (NOCASE) keys."""
+    first = next(c for c in t.columns if c.name == walk.columns[0])
+    if first.pg_type not in ("text", "uuid"):
+        return None
+    key = walk.sqlite_key_exprs[0]
+    b_sqlite = f"substr({key}, 1, {width})"
+    return (
+        f"SELECT b, count(*), group_concat(l, char(10)) FROM"
+        f" (SELECT {b_sqlite} AS b, {source_line_sql(t)} AS l FROM {quote_ident(t.name)}"
+        f" WHERE {key} >= ?1 AND {key} < ?2 AND {b_sqlite} = ?1"
+        f" ORDER BY {walk.sqlite_order}) GROUP BY b"
+    )
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The least text above every text that starts with `prefix` (in code point order),
+    or None if there is none."""
+    p = prefix.rstrip(chr(0x10FFFF))
+    if not p:
+        return None
+    nxt = ord(p[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:  # surrogates are not text: jump past them
+        nxt = 0xE000
+    return p[:-1] + chr(nxt)
 
 
 def pg_bucket_from(t: PlanTable, walk: KeyWalk, width: int, table: str) -> str:
@@ -1434,8 +1466,25 @@ def bucket_width(rows: int) -> int:
 
 
 def keyed_where_pg(walk: KeyWalk) -> str:
-    """PostgreSQL WHERE over the given keys (canonical text, one array per column)."""
+    """PostgreSQL WHERE over the given keys (canonical text, one array per column).
+
+    Keys of text, uuid and bigint columns (whose canonical text is the value's text)
+    are compared as values, so the primary key's index finds them: deleting 2 rows
+    of a 1 M-row uuid-keyed table by canonical text scans it all (citext keeps the
+    text comparison: its cast depends on where the extension lives)."""
     arrays = ", ".join(["%s::text[]"] * len(walk.pg_keys))
+    if (
+        walk.by_value
+        and walk.pg_types
+        and len(walk.pg_types) == len(walk.columns)
+        and all(typ in ("text", "uuid", "bigint") for typ in walk.pg_types)
+    ):
+        names = ", ".join(f"k{i}" for i in range(len(walk.columns)))
+        casts = ", ".join(f"k{i}::{typ}" for i, typ in enumerate(walk.pg_types))
+        cols = ", ".join(quote_ident(c) for c in walk.columns)
+        return (
+            f" WHERE ({cols}) IN (SELECT {casts} FROM unnest({arrays}) AS shipyard_keys({names}))"
+        )
     return f" WHERE ({', '.join(walk.pg_keys)}) IN (SELECT * FROM unnest({arrays}))"
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 TABLE_LEAF = 0x0D  # b-tree page type of a rowid table's leaf
+INTERIOR = (0x02, 0x05)  # index and table interior pages
+LEAVES = (0x0A, 0x0D)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,32 @@ def table_diff(
     )
 
 
+def btree_children(page: bytes, header_at: int = 0) -> tuple[int, list[int]]:
+    """A b-tree page's type and, for an interior page, its children's page numbers (each
+    cell starts with its left child; the rightmost child is in the header)."""
+    kind = page[header_at]
+    if kind in LEAVES:
+        return kind, []
+    if kind not in INTERIOR:
+        raise ValueError(f"not a b-tree page (type {kind:#x})")
+    cells = int.from_bytes(page[header_at + 3 : header_at + 5], "big")
+    pointers = header_at + 12
+    children = []
+    for i in range(cells):
+        at = int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big")
+        children.append(int.from_bytes(page[at : at + 4], "big"))
+    children.append(int.from_bytes(page[header_at + 8 : header_at + 12], "big"))
+    return kind, children
+
+
+def freelist_trunk(page: bytes) -> tuple[int, list[int]]:
+    """A freelist trunk page: the next trunk, and the free pages it lists."""
+    count = int.from_bytes(page[4:8], "big")
+    return int.from_bytes(page[0:4], "big"), [
+        int.from_bytes(page[8 + 4 * i : 12 + 4 * i], "big") for i in range(count)
+    ]
+
+
 def varint(buf: bytes, at: int) -> tuple[int, int]:
     """SQLite's big-endian varint at `at`: its value and the offset after it."""
     value = 0
@@ -123,23 +150,15 @@ def leaf_rowids(page: bytes, header_at: int = 0) -> list[int]:
     return out
 
 
-class Bytes(Protocol):
-    """bytes, or a file mapped in memory (mmap): both slice to bytes."""
-
-    def __getitem__(self, s: slice, /) -> bytes: ...
-    def __len__(self) -> int: ...
-
-
-def differing_pages(old: Bytes, new: Bytes, page_size: int) -> frozenset[int]:
-    """Page numbers (from 1) whose bytes differ, or that only one file has. Large
-    blocks are compared first: a freeze finds few pages changed among many."""
-    block = page_size * 256
-    out: set[int] = set()
+def differing_pages(old: bytes, new: bytes, page_size: int, first: int = 1) -> set[int]:
+    """Page numbers whose bytes differ, or that only one side has, in two chunks of the
+    files that start at page `first`. A chunk is compared whole first: a freeze finds
+    few pages changed among many."""
+    if old == new:
+        return set()
     longest = max(len(old), len(new))
-    for start in range(0, longest, block):
-        if old[start : start + block] == new[start : start + block]:
-            continue
-        for at in range(start, min(start + block, longest), page_size):
-            if old[at : at + page_size] != new[at : at + page_size]:
-                out.add(at // page_size + 1)
-    return frozenset(out)
+    return {
+        first + at // page_size
+        for at in range(0, longest, page_size)
+        if old[at : at + page_size] != new[at : at + page_size]
+    }

@@ -1066,3 +1066,20 @@ def test_a_datetime_read_as_text_renders_the_layout_sqlite_held_and_date_functio
     text = pg("SELECT substr(at, 1, 7), at || 'x', at LIKE '2024-%' FROM t")
     assert text.count("'YYYY-MM-DD\"T\"HH24:MI:SS'") == 3 and text.count("'.US'") == 3
     assert 'YYYY-MM-DD"T"' not in pg("SELECT strftime('%Y', at), at > '2024' FROM t")
+
+
+def test_the_text_range_of_a_key_prefix_bucket():
+    from tasks.core.migration import prefix_upper
+
+    assert prefix_upper("3f") == "3g"
+    assert prefix_upper("é") == "ê"
+    assert prefix_upper("a" + chr(0x10FFFF)) == "b"  # nothing sorts above U+10FFFF
+    assert prefix_upper(chr(0x10FFFF)) is None
+    assert prefix_upper("x" + chr(0xD7FF)) == "x" + chr(0xE000)  # past the surrogates
+    keys = ["3e", "3f", "3f0", "3f~", "3f" + chr(0x10FFFF), "3g", "3g0"]
+    assert [k for k in keys if "3f" <= k < prefix_upper("3f")] == [
+        "3f",
+        "3f0",
+        "3f~",
+        "3f\U0010ffff",
+    ]

@@ -7,7 +7,9 @@ import pytest
 from tasks.core.pagediff import (
     Page,
     TableDiff,
+    btree_children,
     differing_pages,
+    freelist_trunk,
     leaf_rowids,
     overflow_owner,
     table_diff,
@@ -134,3 +136,24 @@ def test_without_rowid_tables_are_whole_or_the_same():
 def test_an_overflow_page_without_its_leaf_is_refused():
     with pytest.raises(ValueError, match="has no leaf"):
         table_diff([over(5, "/000/001+000000")], [], frozenset(), rowid=True)
+
+
+def test_children_of_an_interior_page_and_none_of_a_leaf():
+    page = bytearray(512)
+    page[0] = 0x05
+    page[3:5] = (2).to_bytes(2, "big")
+    page[8:12] = (99).to_bytes(4, "big")  # the rightmost child
+    for i, (at, child) in enumerate([(400, 7), (450, 8)]):
+        page[12 + 2 * i : 14 + 2 * i] = at.to_bytes(2, "big")
+        page[at : at + 4] = child.to_bytes(4, "big")
+    assert btree_children(bytes(page)) == (0x05, [7, 8, 99])
+    assert btree_children(_leaf([1, 2])) == (0x0D, [])
+    page[0] = 0x00
+    with pytest.raises(ValueError, match="not a b-tree page"):
+        btree_children(bytes(page))
+
+
+def test_a_freelist_trunk_names_the_next_trunk_and_its_free_pages():
+    page = (12).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    page += b"".join(n.to_bytes(4, "big") for n in (5, 6, 9)) + bytes(100)
+    assert freelist_trunk(page) == (12, [5, 6, 9])
