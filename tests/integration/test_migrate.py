@@ -1215,6 +1215,32 @@ def test_a_view_that_fails_in_postgresql_is_a_clear_error(tmp_path, migrated_tar
     assert fingerprint(migrated_target) == before
 
 
+def test_a_cutover_whose_bulk_copy_fails_validation_never_freezes_writes(
+    tmp_path, migrated_target
+):
+    """The bulk copy is validated while the old version still takes writes: a copy that
+    cannot pass (here a view PostgreSQL cannot run over the rows) fails the release
+    before any write is refused, and the target stays as it was."""
+    db = _source(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);"
+        " INSERT INTO t (s) VALUES ('12'), ('abc');"
+        " CREATE VIEW nums AS SELECT id, CAST(s AS INTEGER) + 1 AS n FROM t;",
+    )
+    before = fingerprint(migrated_target)
+    calls: list[str] = []
+    with pytest.raises(MigrationError, match="view 'nums' fails in PostgreSQL"):
+        cutover_migration(
+            str(db),
+            PostgresDatabase(dsn=SecretStr(migrated_target)),
+            lambda: calls.append("freeze"),
+            lambda: calls.append("thaw"),
+            drain_s=0,
+        )
+    assert calls == []
+    assert fingerprint(migrated_target) == before
+
+
 def test_iif_round_julianday_in_views_as_in_sqlite(tmp_path, target):
     """iif() is a CASE; round() rounds halves away from zero as SQLite does (float8's
     round() would go to even); julianday() counts from noon as SQLite does; an

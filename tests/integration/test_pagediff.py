@@ -202,3 +202,31 @@ def test_small_writes_are_mapped_by_walking_interior_pages_only(tmp_path):
     assert set(range(100, 401)) <= changes.tables["docs"].rowids
     assert {17, 900} <= changes.tables["quiet"].rowids
     _check(old, new)
+
+
+def test_a_wal_mode_source_snapshotted_as_the_cutover_does(tmp_path):
+    """The sample service runs SQLite in WAL mode, with the last writes in the -wal
+    file: the cutover's snapshot holds them in its own file, where pages are read."""
+    from tasks.migrate import snapshot
+
+    live = tmp_path / "live.db"
+    _fill(live, random.Random(8))
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # the writes stay in the -wal file
+    writer.execute("UPDATE quiet SET v = 'before' WHERE id = 3")
+    writer.commit()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = snapshot(live, tmp_path / "a")
+    writer.execute("UPDATE quiet SET v = 'during' WHERE id = 250")
+    writer.execute("DELETE FROM docs WHERE rowid = 9")
+    writer.commit()
+    assert (tmp_path / "live.db-wal").stat().st_size > 0
+    new = snapshot(live, tmp_path / "b")
+    writer.close()
+    assert not (tmp_path / "b" / "snapshot.db-wal").exists()
+    changes = changed_rows(old, new, TABLES)
+    assert changes is not None and set(changes.tables) == {"quiet", "docs"}
+    assert 250 in changes.tables["quiet"].rowids and 9 in changes.tables["docs"].rowids
+    _check(old, new)
