@@ -123,14 +123,18 @@ def writes_before_freeze(path: Path) -> list[str]:
     return changed
 
 
-def write_back_figures(db: Path, dsn: str, plan: Any) -> dict[str, Any]:
+def write_back_figures(db: Path, dsn: str, plan: Any, kept: Path) -> dict[str, Any]:
     """Swap the copy into place, change a row or two per table in PostgreSQL, time
-    the write-back, and check that the file then holds what PostgreSQL holds."""
+    the write-back (which finds them by xmin, the file unchanged since the swap: its
+    pages are those of `kept`, the snapshot swapped in), and check that the file then
+    holds what PostgreSQL holds. Also times finding them by digests, as before."""
     import psycopg
 
     from tasks import migrate as m
-    from tasks.writeback import differing_tables, write_back
+    from tasks.core.migration import Since
+    from tasks.writeback import _written, differing_tables, write_back
 
+    horizon = m.write_horizon(dsn, "")
     m.swap(dsn, "", plan, "public")
     with psycopg.connect(dsn) as conn:
         conn.execute(
@@ -142,12 +146,16 @@ def write_back_figures(db: Path, dsn: str, plan: Any) -> dict[str, Any]:
             "(SELECT min(session_key) FROM sessions)"
         )
         conn.execute("INSERT INTO audit (order_id, what) SELECT id, 'pg' FROM orders LIMIT 1")
+    out: dict[str, Any] = {}
+    with m.sqlite_processes(m.cores()) as pool:
+        t0 = time.perf_counter()
+        m.find_changes(db, dsn, "", _written(plan), pool, "public")
+        out["write_back_find_by_digests_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    done = write_back(db, dsn, "", plan, "public")
-    out: dict[str, Any] = {
-        "write_back_s": round(time.perf_counter() - t0, 2),
-        "written_back": done.rows,
-    }
+    done = write_back(db, dsn, "", plan, "public", since=Since(horizon=horizon, snapshot=str(kept)))
+    out["write_back_s"] = round(time.perf_counter() - t0, 2)
+    out["write_back_found_by"] = done.found_by
+    out["written_back"] = done.rows
     out["write_back_exact"] = differing_tables(db, dsn, "", plan, "public") == set()
     return out
 
@@ -223,7 +231,7 @@ def main() -> int:
                 (changed,),
             ).fetchone()
         out["changed_rows_present"] = bool(got and got[0] == 2)
-        out.update(write_back_figures(db, dsn, plan))
+        out.update(write_back_figures(db, dsn, plan, snap2))
         print(json.dumps(out))
         ok = out["final_passed"] and out["changed_rows_present"] and out["write_back_exact"]
         return 0 if ok else 1

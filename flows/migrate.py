@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from blocks.postgres import PostgresDatabase, check_policies
 from tasks import migrate as m
 from tasks.core.errors import ConfigError, MigrationError
-from tasks.core.migration import MigrationOptions, Plan, plan_markdown
+from tasks.core.migration import MigrationOptions, Plan, Since, plan_markdown
 from tasks.core.sqlmap import POLICIES, Finding
 
 #: Set by the command line to draw a rich progress bar: (done, total) -> None.
@@ -418,6 +418,7 @@ class Cutover(BaseModel):
     freeze_work_s: float  # from the freeze to the swap: the catch-up and final validation
     validation: m.Validation
     plan: m.Plan  # what was migrated: how to write PostgreSQL's rows back, should the release fail
+    since: Since | None = None  # what PostgreSQL held at the swap, if its snapshot was kept
 
 
 def plan_again(sqlite_path: str, database: PostgresDatabase) -> m.Plan:
@@ -441,12 +442,15 @@ def cutover_migration(
     freeze: Callable[[], None],
     thaw: Callable[[], None],
     drain_s: float = 0.5,
+    keep_snapshot: Path | None = None,
 ) -> Cutover:
     """Zero-loss cutover: bulk copy while the old version serves, then freeze writes,
     catch up, validate and swap; on any failure writes are thawed and the target is untouched.
 
     Writes refused during the freeze get 503 + Retry-After and were never
     acknowledged, so no write accepted by the old version can be lost.
+    `keep_snapshot` (a directory) keeps the snapshot that was swapped in, for a
+    write-back to find PostgreSQL's later writes from (see `Cutover.since`).
     """
     log = get_run_logger()
     dsn, password = database.get_client()
@@ -478,8 +482,8 @@ def cutover_migration(
                 frozen_at = time.monotonic()
                 log.info("writes frozen after a %.1f s bulk copy of %d rows", bulk_s, progress.done)
                 time.sleep(drain_s)  # writes already inside the old version finish
-                final = work / "final"
-                final.mkdir()
+                final = keep_snapshot or work / "final"
+                final.mkdir(parents=True, exist_ok=True)
                 snap2 = m.snapshot(Path(sqlite_path), final)
                 caught = m.catch_up_from_pages(
                     snap, snap2, dsn, password, plan, pool, verified, kept
@@ -488,6 +492,7 @@ def cutover_migration(
                 validation = m.validate_caught_up(snap2, dsn, password, plan, pool, caught)
                 if not validation.passed:
                     raise validation_failed(validation)
+                horizon = m.write_horizon(dsn, password)
                 m.swap(dsn, password, plan, database.target_schema)
                 work_s = time.monotonic() - frozen_at
             except Exception:
@@ -506,6 +511,9 @@ def cutover_migration(
             rows_caught_up=changed,
             caught_up_by=caught.by,
             freeze_work_s=round(work_s, 3),
+            since=Since(horizon=horizon, snapshot=str(snap2))
+            if keep_snapshot is not None
+            else None,
             bulk_s=round(bulk_s, 3),
             frozen_at=frozen_at,
             validation=validation,

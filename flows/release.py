@@ -7,6 +7,7 @@ or the `release/<environment>` deployments in prefect.yaml.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -172,7 +173,12 @@ class WriteBackGuard:
             time.sleep(self.drain_s)  # writes already inside the new version finish
             dsn, password = self.database.get_client()
             done = write_back(
-                Path(self.sqlite_path), dsn, password, self.cut.plan, self.database.target_schema
+                Path(self.sqlite_path),
+                dsn,
+                password,
+                self.cut.plan,
+                self.database.target_schema,
+                since=self.cut.since,
             )
         except Exception as exc:  # noqa: BLE001 - called from a rollback hook, which never raises
             self.kept = f"{type(exc).__name__}: {exc}"
@@ -195,10 +201,12 @@ class WriteBackGuard:
                 rec.with_changes(writes_thawed=False, written_back=self.rows, backup=self.backup)
             )
         log.warning(
-            "wrote %d row(s) PostgreSQL took since the thaw back into %s in %.2f s: %s",
+            "wrote %d row(s) PostgreSQL took since the thaw back into %s in %.2f s"
+            " (found by %s): %s",
             self.rows,
             self.sqlite_path,
             done.seconds,
+            done.found_by,
             done.rows,
         )
         return True
@@ -360,6 +368,11 @@ def release(
         def thaw() -> None:
             runtime.thaw_writes(freeze_map, backend)
 
+        # the snapshot a cutover swaps in, kept for a write-back until the release ends
+        # (under the environment's lock: one left by a killed run is stale here)
+        kept_snapshot = ctx.ledger.dir / "cutover" / environment
+        shutil.rmtree(kept_snapshot, ignore_errors=True)
+
         def step(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
             nonlocal record
             record = ctx.ledger.write(record.with_changes(current_step=name, phases=tuple(phases)))
@@ -400,8 +413,14 @@ def release(
                         db,
                         lambda: runtime.freeze_writes(freeze_map, backend),
                         thaw,
+                        keep_snapshot=kept_snapshot,
                     )
                     frozen_at = cut.frozen_at
+                    record = ctx.ledger.write(
+                        record.with_changes(
+                            freeze_work_s=cut.freeze_work_s, caught_up_by=cut.caught_up_by
+                        )
+                    )
                     spec = ctx.service.model_copy(
                         update={
                             "secret_env": {
@@ -457,6 +476,7 @@ def release(
                     "the release transaction was rolled back after a failed attempt"
                 )
         except Exception as exc:
+            shutil.rmtree(kept_snapshot, ignore_errors=True)
             if frozen_at is not None:
                 try:
                     thaw()  # the old version takes writes again, on its own database
@@ -511,6 +531,7 @@ def release(
                     hint="run the recover flow (the maintenance schedule runs it too): it thaws them",
                 ) from exc
             logger.info("writes thawed after a %.2f s freeze", record.write_freeze_s)
+        shutil.rmtree(kept_snapshot, ignore_errors=True)
         step("finalize", finalize, ctx, deployment)
         return finish(ctx, record, phases=tuple(phases), current_step=None)
 

@@ -1727,6 +1727,16 @@ def swap(dsn: str, password: str, plan: Plan, target_schema: str) -> list[str]:
     return moved
 
 
+def write_horizon(dsn: str, password: str) -> int:
+    """The oldest transaction id still running (with its epoch). Taken right before the
+    swap: every row written into the swapped-in tables afterwards carries this id or a
+    later one, so a write-back can find PostgreSQL's later writes by their xmin."""
+    with pg_connect(dsn, password) as pg:
+        row = pg.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def drop_stage(dsn: str, password: str) -> None:
     """Best effort: a leftover staging schema is also dropped by the next run."""
     try:

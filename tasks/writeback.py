@@ -14,6 +14,7 @@ keeps the new version.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from tasks.core.errors import MigrationError
 from tasks.core.migration import (
     Plan,
     PlanTable,
+    Since,
     catch_up_where_sql,
     key_walk,
     keyed_where_pg,
@@ -49,9 +51,13 @@ from tasks.migrate import (
     _pg_error,
     cores,
     find_changes,
+    open_readonly,
     pg_connect,
+    snapshot,
     sqlite_processes,
+    workdir,
 )
+from tasks.pagediff import changed_rows
 
 UNCHANGED = "the SQLite file is unchanged; the new version keeps serving on PostgreSQL"
 
@@ -66,6 +72,9 @@ class WriteBack:
     # columns and tables PostgreSQL has and the source never had (the new version's own
     # schema changes): their data cannot go back, it stays in PostgreSQL
     not_written: tuple[str, ...] = ()
+    # how the changed rows were found: "xmin" (rows written since the swap, the file
+    # unchanged since) or "digests" (of every table on both sides)
+    found_by: str = "digests"
 
 
 BACKUPS_KEPT = 3  # per SQLite file name: the newest ones
@@ -137,8 +146,15 @@ def write_back(
     schema: str,
     pool: Executor | None = None,
     busy_timeout_s: float = 10.0,
+    since: Since | None = None,
 ) -> WriteBack:
     """Make the source hold what PostgreSQL holds, in one checked transaction.
+
+    With `since` (what the cutover swapped in), the rows to write back are those
+    PostgreSQL wrote after the swap, found by their xmin, provided the file has
+    not changed since (its pages compared with the swapped-in snapshot): no
+    table is digested. Otherwise, or for a table where rows vanished, digests
+    of both sides find what differs.
 
     Only rows that differ are rewritten; a table without a usable key is
     rewritten whole. The migrated triggers are dropped and recreated inside the
@@ -154,9 +170,17 @@ def write_back(
     try:
         with ExitStack() as stack:
             pool = pool or stack.enter_context(sqlite_processes(cores()))
-            found = find_changes(path, dsn, password, plan, pool, schema)
-        changed = {c.table.name for c in found.tables}
-        pg_rows = {r.name: r.rows_target for r in found.before.tables if r.name in changed}
+            quick = _since_swap(path, dsn, password, plan, pool, schema, since) if since else None
+            if quick is None:
+                found = find_changes(path, dsn, password, plan, pool, schema)
+                tables: Sequence[Changed] = found.tables
+                pg_rows = {
+                    r.name: r.rows_target
+                    for r in found.before.tables
+                    if r.name in {c.table.name for c in tables}
+                }
+            else:
+                tables, pg_rows = quick
         with pg_connect(dsn, password) as pg:
             not_written = _unknown_to_the_source(pg, full, schema)
             last_ids = {
@@ -168,9 +192,9 @@ def write_back(
             try:  # closed before COMMIT, the transaction rolls back: the file stays as it was
                 conn.execute("BEGIN IMMEDIATE")
                 sequences = _sequence_updates(conn, last_ids)
-                if found.tables or sequences:
-                    _rewrite(conn, pg, plan, schema, found.tables, counts)
-                    _check(conn, pg, schema, found.tables, pg_rows)
+                if tables or sequences:
+                    _rewrite(conn, pg, plan, schema, tables, counts)
+                    _check(conn, pg, schema, tables, pg_rows)
                     for sql, params in sequences:
                         conn.execute(sql, params)
                     conn.execute("COMMIT")
@@ -186,10 +210,124 @@ def write_back(
         ) from exc
     return WriteBack(
         rows=counts,
-        whole=tuple(c.table.name for c in found.tables if c.rowids is None and c.keys is None),
+        whole=tuple(c.table.name for c in tables if c.rowids is None and c.keys is None),
         seconds=round(time.perf_counter() - started, 3),
         not_written=not_written,
+        found_by="digests" if quick is None else "xmin",
     )
+
+
+def _since_swap(
+    path: Path,
+    dsn: str,
+    password: str,
+    plan: Plan,
+    pool: Executor,
+    schema: str,
+    since: Since,
+) -> tuple[list[Changed], dict[str, int]] | None:
+    """The rows PostgreSQL wrote after the swap, and its row counts of those tables; None
+    if the SQLite file changed since the swap (or the pages cannot tell).
+
+    At the swap PostgreSQL held exactly the snapshot, and so does the file if its pages
+    are the snapshot's. Rows whose xmin is not older than the horizon were written
+    since (inserted or updated); every other row is one the snapshot holds. The
+    snapshot's rows that PostgreSQL no longer has unchanged are then its row count
+    minus PostgreSQL's unchanged rows; if all of them are keys PostgreSQL wrote
+    again, nothing was deleted and the written keys are everything that changed.
+    A table where rows vanished, without a usable key, or where most rows were
+    written is left to the digests.
+    """
+    tmp = workdir()
+    try:
+        now = snapshot(path, tmp)
+        pages = changed_rows(Path(since.snapshot), now, {t.name: t.has_rowid for t in plan.tables})
+        if pages is None or pages.tables:
+            return None
+        out: list[Changed] = []
+        pg_rows: dict[str, int] = {}
+        by_digests: list[PlanTable] = []
+        lite = open_readonly(now)
+        try:
+            with pg_connect(dsn, password) as pg:
+                for t in plan.tables:
+                    found = _written_since(lite, pg, t, schema, since.horizon)
+                    if found is None:
+                        by_digests.append(t)
+                    elif found[0] is not None:
+                        out.append(found[0])
+                        pg_rows[t.name] = found[1]
+        finally:
+            lite.close()
+        if by_digests:
+            sub = find_changes(
+                now,
+                dsn,
+                password,
+                plan.model_copy(update={"tables": tuple(by_digests)}),
+                pool,
+                schema,
+            )
+            out += sub.tables
+            names = {c.table.name for c in sub.tables}
+            pg_rows.update({r.name: r.rows_target for r in sub.before.tables if r.name in names})
+        return out, pg_rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _written_since(
+    lite: sqlite3.Connection,
+    pg: psycopg.Connection[Any],
+    t: PlanTable,
+    schema: str,
+    horizon: int,
+) -> tuple[Changed | None, int] | None:
+    """One table: (the rows PostgreSQL wrote since `horizon`, or None if none; its row
+    count), or None if only digests can tell."""
+    ident = next((c for c in t.columns if c.identity), None)
+    walk = key_walk(t)
+    if ident is not None:
+        key_sql = quote_ident(ident.name)
+    elif walk is not None and walk.by_value:
+        key_sql = ", ".join(walk.pg_keys)
+    else:
+        return None
+    qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    xid = "(%s::bigint %% 4294967296)::text::xid"
+    keys = pg.execute(
+        f"SELECT {key_sql} FROM {qt} WHERE age(xmin) <= age({xid})", (horizon,)
+    ).fetchall()
+    row = pg.execute(f"SELECT count(*) FROM {qt}").fetchone()
+    assert row is not None
+    total = int(row[0])
+    had = lite.execute(f"SELECT count(*) FROM {quote_ident(t.name)}").fetchone()[0]
+    if len(keys) > max(1000, had // 10):  # most rows rewritten: digests find less
+        return None
+    present = 0
+    if ident is not None:
+        rowids = [int(k[0]) for k in keys]
+        for ids in batches(rowids, 5000):
+            present += lite.execute(
+                f"SELECT count(*) FROM {quote_ident(t.name)} WHERE rowid IN"
+                f" ({','.join(map(str, ids))})"
+            ).fetchone()[0]
+    else:
+        assert walk is not None
+        shown = [tuple(map(str, k)) for k in keys]
+        keyed, per = catch_up_where_sql(walk)
+        for part in batches(shown, per):
+            present += lite.execute(
+                f"SELECT count(*) FROM {quote_ident(t.name)}{keyed(len(part))}",
+                walk.sqlite_params(part),
+            ).fetchone()[0]
+    if had - (total - len(keys)) != present:  # rows vanished (deleted, or a key changed)
+        return None
+    if not keys:
+        return None, total
+    if ident is not None:
+        return Changed(t, rowids=sorted(int(k[0]) for k in keys)), total
+    return Changed(t, keys=[tuple(map(str, k)) for k in keys]), total
 
 
 def _unknown_to_the_source(pg: psycopg.Connection[Any], plan: Plan, schema: str) -> tuple[str, ...]:

@@ -66,6 +66,8 @@ def record_markdown(record: ReleaseRecord, history: Sequence[ReleaseRecord] = ()
         "reason",
         "rolled_back_to",
         "write_freeze_s",
+        "freeze_work_s",
+        "caught_up_by",
         "written_back",
     ):
         value = getattr(record, key)

@@ -220,6 +220,16 @@ class PlanView(BaseModel):
     concat_separators: tuple[str, ...] = ()
 
 
+class Since(BaseModel):
+    """What PostgreSQL held when a cutover swapped its tables in: the SQLite snapshot it
+    was validated equal to, and the oldest transaction id running just before (rows
+    written since carry that id or a later one)."""
+
+    model_config = _F
+    horizon: int  # txid_snapshot_xmin, with its epoch
+    snapshot: str  # the snapshot file, kept until the release ends
+
+
 class Plan(BaseModel):
     model_config = _F
     tables: tuple[PlanTable, ...]

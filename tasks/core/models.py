@@ -133,6 +133,10 @@ class ReleaseRecord(Frozen):
     rolled_back_to: str | None = None
     marked_bad: bool = False
     write_freeze_s: float | None = None  # a database cutover refused writes this long
+    # of that freeze, the cutover's own work (catch-up, final validation, swap), and how
+    # it found the rows written during the bulk copy: "pages" or "digests"
+    freeze_work_s: float | None = None
+    caught_up_by: str | None = None
     # the Shipyard Postgres Database block this release moved the data into (a cutover)
     database: str | None = None
     # writes reached that database before the release ended: the old version may only

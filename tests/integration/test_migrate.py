@@ -1215,9 +1215,7 @@ def test_a_view_that_fails_in_postgresql_is_a_clear_error(tmp_path, migrated_tar
     assert fingerprint(migrated_target) == before
 
 
-def test_a_cutover_whose_bulk_copy_fails_validation_never_freezes_writes(
-    tmp_path, migrated_target
-):
+def test_a_cutover_whose_bulk_copy_fails_validation_never_freezes_writes(tmp_path, migrated_target):
     """The bulk copy is validated while the old version still takes writes: a copy that
     cannot pass (here a view PostgreSQL cannot run over the rows) fails the release
     before any write is refused, and the target stays as it was."""

@@ -212,6 +212,70 @@ def test_the_new_versions_writes_land_in_the_source_as_the_application_wrote_the
     conn.close()
 
 
+def _kept_cut_over(tmp_path: Path, db: Path, dsn: str) -> Cutover:
+    """A cutover that keeps the snapshot it swapped in, as a release's does."""
+    block = PostgresDatabase(dsn=SecretStr(dsn), accept=["item.total:generated-column"])
+    cut = cutover_migration(
+        str(db), block, lambda: None, lambda: None, drain_s=0, keep_snapshot=tmp_path / "kept"
+    )
+    assert cut.validation.passed and cut.since is not None
+    return cut
+
+
+def test_the_rows_written_since_the_swap_are_found_by_xmin_not_digests(tmp_path, target):
+    """The file has not changed since the swap (its pages are the kept snapshot's), so
+    PostgreSQL's later writes are the rows whose xmin is past the horizon: updates and
+    inserts (a trigger's too) are written back without digesting a table; a table
+    where rows vanished (deletes) is left to digests. Either way the file ends equal."""
+    db = build(tmp_path / "app.db")
+    cut = _kept_cut_over(tmp_path, db, target)
+    with psycopg.connect(target) as pg:
+        pg.execute("UPDATE item SET name = 'renamed' WHERE id = 7")
+        pg.execute("INSERT INTO item (name, done, created) VALUES ('new', true, now())")
+        pg.execute("UPDATE acct SET email = 'Moved@Example.com' WHERE id = %s", (uuid.UUID(int=3),))
+        pg.execute("INSERT INTO acct VALUES (%s, 'x@y.z', '::1')", (uuid.UUID(int=999),))
+        pg.execute("UPDATE pair SET v = 'changed' WHERE k = 'k2' AND n = 7")
+        pg.execute("DELETE FROM pair WHERE k = 'k1' AND n = 6")  # vanished: digests
+    done = write_back(db, target, "", cut.plan, "public", since=cut.since)
+    assert done.found_by == "xmin"
+    # exactly the rows written; item's insert fired the audit trigger in PostgreSQL
+    assert done.rows == {"item": 2, "acct": 2, "audit": 1, "pair": 2}, done
+    assert differing_tables(db, target, "", cut.plan, "public") == set()
+
+
+def test_a_transaction_open_across_the_swap_is_not_missed(tmp_path, target):
+    """The horizon is the oldest transaction running before the swap, not the swap's
+    own id: a transaction that took its id earlier and writes the table afterwards
+    still counts as written since."""
+    db = build(tmp_path / "app.db")
+    with psycopg.connect(target) as early:
+        early.execute("CREATE TABLE elsewhere (x int)")
+        early.execute("INSERT INTO elsewhere VALUES (1)")  # takes a transaction id now
+        cut = _kept_cut_over(tmp_path, db, target)
+        early.execute("UPDATE public.item SET name = 'late' WHERE id = 11")
+    done = write_back(db, target, "", cut.plan, "public", since=cut.since)
+    assert done.found_by == "xmin" and done.rows.get("item", 0) >= 1
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT name FROM item WHERE id = 11").fetchone() == ("late",)
+    conn.close()
+
+
+def test_a_file_changed_since_the_swap_is_compared_by_digests(tmp_path, target):
+    """Something wrote the SQLite file after the swap: PostgreSQL's xmin cannot say
+    what differs then, so digests do, and the file ends holding PostgreSQL's rows."""
+    db = build(tmp_path / "app.db")
+    cut = _kept_cut_over(tmp_path, db, target)
+    with psycopg.connect(target) as pg:
+        pg.execute("UPDATE item SET name = 'renamed' WHERE id = 7")
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE item SET name = 'stray' WHERE id = 8")
+    conn.commit()
+    conn.close()
+    done = write_back(db, target, "", cut.plan, "public", since=cut.since)
+    assert done.found_by == "digests" and done.rows["item"] == 2
+    assert differing_tables(db, target, "", cut.plan, "public") == set()
+
+
 def test_nothing_written_back_when_nothing_changed(tmp_path, target):
     db = build(tmp_path / "app.db")
     cut = cut_over(db, target)
