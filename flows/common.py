@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from tasks.core.errors import ConfigError, ReleaseLocked
 from tasks.core.haproxy import backend_name
 from tasks.core.lockholder import Holder, holder_dead, stat_fields
 from tasks.core.messages import record_markdown
+from tasks.core.migration import Since
 from tasks.core.models import Outcome, PhaseTiming, ReleaseRecord, utcnow
 from tasks.core.redact import redact
 from tasks.deploy.docker_host import DockerHost, registry_auth_config
@@ -433,7 +435,15 @@ def recover(ctx: Context, stale: list[ReleaseRecord], outcome: Outcome, reason: 
     # caller starts next (a release, a rollback) must get DATABASE_URL, as its context
     # was loaded before the recovery decided
     _on_its_database(ctx)
+    if thawed:  # what a dead cutover kept for its write-back has served
+        shutil.rmtree(kept_cutover_snapshot(ctx), ignore_errors=True)
     return actions
+
+
+def kept_cutover_snapshot(ctx: Context) -> Path:
+    """Where a cutover release keeps the snapshot it swapped in, until it ends: a
+    write-back, or a recovery's after a crash, finds PostgreSQL's later writes from it."""
+    return ctx.ledger.dir / "cutover" / ctx.environment
 
 
 def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | None, str, str | None]:
@@ -456,7 +466,13 @@ def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | Non
         runtime.freeze_writes(freeze_map, backend)
         time.sleep(WRITE_BACK_DRAIN_S)  # writes already inside the new version finish
         dsn, password = db.get_client()
-        done = write_back(Path(rec.source), dsn, password, plan, db.target_schema)
+        kept = kept_cutover_snapshot(ctx) / "snapshot.db"
+        since = (
+            Since(horizon=rec.horizon, snapshot=str(kept))
+            if rec.horizon is not None and kept.is_file()
+            else None
+        )
+        done = write_back(Path(rec.source), dsn, password, plan, db.target_schema, since=since)
     except Exception as exc:  # noqa: BLE001 - the new version then serves on: recorded kept
         why = redact(f"{type(exc).__name__}: {exc}", ctx.secrets())[:500]
         log.error("writing back what %s took failed: %s", rec.version, why)
@@ -469,10 +485,11 @@ def _write_back_after_crash(ctx: Context, rec: ReleaseRecord) -> tuple[int | Non
         log.warning("not written back (only PostgreSQL has them): %s", ", ".join(done.not_written))
     rows = sum(done.rows.values())
     log.warning(
-        "wrote %d row(s) %s took back into %s (a copy from before: %s): %s",
+        "wrote %d row(s) %s took back into %s (found by %s; a copy from before: %s): %s",
         rows,
         rec.version,
         rec.source,
+        done.found_by,
         copy,
         done.rows,
     )

@@ -29,6 +29,7 @@ from flows.common import (
     current_flow_run,
     environment_lock,
     finish,
+    kept_cutover_snapshot,
     load_context,
     recover,
     thaw_writes,
@@ -369,8 +370,8 @@ def release(
             runtime.thaw_writes(freeze_map, backend)
 
         # the snapshot a cutover swaps in, kept for a write-back until the release ends
-        # (under the environment's lock: one left by a killed run is stale here)
-        kept_snapshot = ctx.ledger.dir / "cutover" / environment
+        # (under the environment's lock: one a killed run left was used by the recovery)
+        kept_snapshot = kept_cutover_snapshot(ctx)
         shutil.rmtree(kept_snapshot, ignore_errors=True)
 
         def step(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -418,7 +419,9 @@ def release(
                     frozen_at = cut.frozen_at
                     record = ctx.ledger.write(
                         record.with_changes(
-                            freeze_work_s=cut.freeze_work_s, caught_up_by=cut.caught_up_by
+                            freeze_work_s=cut.freeze_work_s,
+                            caught_up_by=cut.caught_up_by,
+                            horizon=cut.since.horizon if cut.since else None,
                         )
                     )
                     spec = ctx.service.model_copy(

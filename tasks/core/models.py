@@ -137,6 +137,9 @@ class ReleaseRecord(Frozen):
     # it found the rows written during the bulk copy: "pages" or "digests"
     freeze_work_s: float | None = None
     caught_up_by: str | None = None
+    # the cutover's write horizon (see tasks.core.migration.Since): a recovery writing
+    # back after a crash finds PostgreSQL's later writes by it, if the snapshot survived
+    horizon: int | None = None
     # the Shipyard Postgres Database block this release moved the data into (a cutover)
     database: str | None = None
     # writes reached that database before the release ended: the old version may only
