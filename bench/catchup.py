@@ -15,7 +15,9 @@ that the final validation passed and PostgreSQL holds the changed rows.
 Then the other direction: the staged tables are swapped into place, a few rows
 change in PostgreSQL (as the new version's writes between the thaw and a failed
 load test would), and the write-back into the SQLite file is timed: that is the
-second freeze of a cutover release whose load test fails.
+second freeze of a cutover release whose load test fails. It finds the rows by
+their xmin (the file's pages still those of the snapshot swapped in); finding
+them by digests of every table, as it did before, is timed too.
 
 Prints one JSON line. Run: `uv run python bench/catchup.py [--scale 1]`.
 """
