@@ -75,6 +75,7 @@ class WriteBack:
     # how the changed rows were found: "xmin" (rows written since the swap, the file
     # unchanged since) or "digests" (of every table on both sides)
     found_by: str = "digests"
+    by_digests: tuple[str, ...] = ()  # with "xmin", the tables that still needed digests
 
 
 BACKUPS_KEPT = 3  # per SQLite file name: the newest ones
@@ -171,6 +172,7 @@ def write_back(
         with ExitStack() as stack:
             pool = pool or stack.enter_context(sqlite_processes(cores()))
             quick = _since_swap(path, dsn, password, plan, pool, schema, since) if since else None
+            digested: tuple[str, ...] = ()
             if quick is None:
                 found = find_changes(path, dsn, password, plan, pool, schema)
                 tables: Sequence[Changed] = found.tables
@@ -180,7 +182,7 @@ def write_back(
                     if r.name in {c.table.name for c in tables}
                 }
             else:
-                tables, pg_rows = quick
+                tables, pg_rows, digested = quick
         with pg_connect(dsn, password) as pg:
             not_written = _unknown_to_the_source(pg, full, schema)
             last_ids = {
@@ -214,6 +216,7 @@ def write_back(
         seconds=round(time.perf_counter() - started, 3),
         not_written=not_written,
         found_by="digests" if quick is None else "xmin",
+        by_digests=digested,
     )
 
 
@@ -225,12 +228,12 @@ def _since_swap(
     pool: Executor,
     schema: str,
     since: Since,
-) -> tuple[list[Changed], dict[str, int]] | None:
-    """The rows PostgreSQL wrote after the swap, and its row counts of those tables; None
-    if the SQLite file changed since the swap (or the pages cannot tell).
+) -> tuple[list[Changed], dict[str, int], tuple[str, ...]] | None:
+    """The rows PostgreSQL wrote after the swap, its row counts of those tables, and the
+    tables that needed digests; None if the pages cannot tell (another schema, say).
 
-    At the swap PostgreSQL held exactly the snapshot, and so does the file if its pages
-    are the snapshot's. Rows whose xmin is not older than the horizon were written
+    At the swap PostgreSQL held exactly the snapshot, and so does a table of the file
+    whose pages are the snapshot's (one that changed since goes by digests). Rows whose xmin is not older than the horizon were written
     since (inserted or updated); every other row is one the snapshot holds. The
     snapshot's rows that PostgreSQL no longer has unchanged are then its row count
     minus PostgreSQL's unchanged rows; if all of them are keys PostgreSQL wrote
@@ -242,15 +245,17 @@ def _since_swap(
     try:
         now = snapshot(path, tmp)
         pages = changed_rows(Path(since.snapshot), now, {t.name: t.has_rowid for t in plan.tables})
-        if pages is None or pages.tables:
+        if pages is None:
             return None
         out: list[Changed] = []
         pg_rows: dict[str, int] = {}
-        by_digests: list[PlanTable] = []
+        by_digests = [t for t in plan.tables if t.name in pages.tables]
         lite = open_readonly(now)
         try:
             with pg_connect(dsn, password) as pg:
                 for t in plan.tables:
+                    if t.name in pages.tables:
+                        continue
                     found = _written_since(lite, pg, t, schema, since.horizon)
                     if found is None:
                         by_digests.append(t)
@@ -271,7 +276,7 @@ def _since_swap(
             out += sub.tables
             names = {c.table.name for c in sub.tables}
             pg_rows.update({r.name: r.rows_target for r in sub.before.tables if r.name in names})
-        return out, pg_rows
+        return out, pg_rows, tuple(t.name for t in by_digests)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

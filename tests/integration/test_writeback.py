@@ -237,7 +237,7 @@ def test_the_rows_written_since_the_swap_are_found_by_xmin_not_digests(tmp_path,
         pg.execute("UPDATE pair SET v = 'changed' WHERE k = 'k2' AND n = 7")
         pg.execute("DELETE FROM pair WHERE k = 'k1' AND n = 6")  # vanished: digests
     done = write_back(db, target, "", cut.plan, "public", since=cut.since)
-    assert done.found_by == "xmin"
+    assert done.found_by == "xmin" and set(done.by_digests) == {"pair", "loose"}  # loose: no key
     # exactly the rows written; item's insert fired the audit trigger in PostgreSQL
     assert done.rows == {"item": 2, "acct": 2, "audit": 1, "pair": 2}, done
     assert differing_tables(db, target, "", cut.plan, "public") == set()
@@ -260,9 +260,10 @@ def test_a_transaction_open_across_the_swap_is_not_missed(tmp_path, target):
     conn.close()
 
 
-def test_a_file_changed_since_the_swap_is_compared_by_digests(tmp_path, target):
-    """Something wrote the SQLite file after the swap: PostgreSQL's xmin cannot say
-    what differs then, so digests do, and the file ends holding PostgreSQL's rows."""
+def test_a_table_changed_in_the_file_since_the_swap_is_compared_by_digests(tmp_path, target):
+    """Something wrote a table of the SQLite file after the swap: PostgreSQL's xmin
+    cannot say what differs there, so digests do (the other tables still go by xmin),
+    and the file ends holding PostgreSQL's rows."""
     db = build(tmp_path / "app.db")
     cut = _kept_cut_over(tmp_path, db, target)
     with psycopg.connect(target) as pg:
@@ -271,8 +272,11 @@ def test_a_file_changed_since_the_swap_is_compared_by_digests(tmp_path, target):
     conn.execute("UPDATE item SET name = 'stray' WHERE id = 8")
     conn.commit()
     conn.close()
+    with psycopg.connect(target) as pg:
+        pg.execute("UPDATE acct SET email = 'Moved@Example.com' WHERE id = %s", (uuid.UUID(int=3),))
     done = write_back(db, target, "", cut.plan, "public", since=cut.since)
-    assert done.found_by == "digests" and done.rows["item"] == 2
+    assert done.found_by == "xmin" and set(done.by_digests) == {"item", "loose"}
+    assert done.rows == {"item": 2, "acct": 1}, done
     assert differing_tables(db, target, "", cut.plan, "public") == set()
 
 
