@@ -1838,20 +1838,48 @@ def validate_caught_up(
     path: Path, dsn: str, password: str, plan: Plan, pool: Executor, caught: CatchUp
 ) -> Validation:
     """The final validation of a cutover: only what the catch-up could not vouch for is
-    read again (views too, unless no row changed)."""
-    views = caught.views if not caught.rows else None
+    read again. Views too: after a catch-up from pages, only those reading a table
+    whose rows changed are queried again (the others' results cannot have moved)."""
+    if caught.views is None:
+        stale = list(plan.views)
+    else:
+        changed = set(caught.rows)
+        stale = [v for v in plan.views if view_reads(path, v.name) & changed]
     done = validate(
         path,
         dsn,
         password,
-        plan,
+        plan.model_copy(update={"views": tuple(stale)}),
         pool,
         known=caught.known,
         known_parts=caught.parts,
         layout=caught.layout,
-        views=views is None,
+        views=bool(stale),
     )
-    return done if views is None else done.model_copy(update={"views": views})
+    if caught.views is None:
+        return done
+    fresh = {r.name: r for r in done.views}
+    kept = {r.name: r for r in caught.views}
+    views = tuple(fresh.get(v.name) or kept[v.name] for v in plan.views)
+    return done.model_copy(update={"views": views})
+
+
+def view_reads(path: Path, view: str) -> set[str]:
+    """The tables (and views) a view reads, as SQLite's authorizer sees it prepared."""
+    read: set[str] = set()
+
+    def note(action: int, name: str | None, *_rest: Any) -> int:
+        if action == sqlite3.SQLITE_READ and name:
+            read.add(name)
+        return sqlite3.SQLITE_OK
+
+    conn = open_readonly(path)
+    try:
+        conn.set_authorizer(note)
+        conn.execute(f"SELECT * FROM {quote_ident(view)} LIMIT 0").fetchall()
+    finally:
+        conn.close()
+    return read
 
 
 @dataclass(frozen=True)

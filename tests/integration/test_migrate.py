@@ -2292,6 +2292,53 @@ def test_views_and_triggers_read_uuid_columns_as_the_text_sqlite_held(tmp_path, 
     assert what == (f"{new} for {hexes[0].hex.upper()}",)
 
 
+def test_the_final_validation_queries_again_only_views_over_changed_tables(tmp_path, target):
+    """After a catch-up from pages, a view reading only unchanged tables cannot have a
+    different result: its pre-freeze report stands (marked here to tell), while a view
+    over the changed table, even through another view, is queried on both sides again."""
+    import dataclasses
+
+    from tasks import migrate as m
+    from tasks.core.migration import MigrationOptions
+
+    db = _source(
+        tmp_path,
+        "CREATE TABLE a (id INTEGER PRIMARY KEY, x INTEGER NOT NULL);"
+        "CREATE TABLE b (id INTEGER PRIMARY KEY, y INTEGER NOT NULL);"
+        "INSERT INTO a (x) VALUES (1), (2); INSERT INTO b (y) VALUES (5);"
+        "CREATE VIEW over_a AS SELECT sum(x) AS s FROM a;"
+        "CREATE VIEW over_over_a AS SELECT s * 2 AS d FROM over_a;"
+        "CREATE VIEW over_b AS SELECT sum(y) AS s FROM b;",
+    )
+    assert m.view_reads(db, "over_over_a") >= {"a"} and "b" not in m.view_reads(db, "over_over_a")
+    (tmp_path / "bulk").mkdir()
+    (tmp_path / "final").mkdir()
+    with m.sqlite_processes(2) as pool:
+        snap = m.snapshot(db, tmp_path / "bulk")
+        plan = m.make_plan(snap, MigrationOptions(), pool)
+        m.prepare_stage(target, "", plan, "public")
+        m.copy_all(snap, target, "", plan, pool)
+        m.build_keys(target, "", plan)
+        kept: dict[Any, Any] = {}
+        verified = m.validate(snap, target, "", plan, pool, keep=kept)
+        assert verified.passed
+        with sqlite3.connect(db) as conn:
+            conn.execute("INSERT INTO a (x) VALUES (40)")
+        snap2 = m.snapshot(db, tmp_path / "final")
+        caught = m.catch_up_from_pages(snap, snap2, target, "", plan, pool, verified, kept)
+        assert caught is not None and caught.rows == {"a": 1}
+        assert caught.views is not None
+        marked = tuple(r.model_copy(update={"rows_source": 99}) for r in caught.views)
+        final = m.validate_caught_up(
+            snap2, target, "", plan, pool, dataclasses.replace(caught, views=marked)
+        )
+    by_name = {r.name: r for r in final.views}
+    assert by_name["over_b"].rows_source == 99  # not queried again
+    assert by_name["over_a"].rows_source == 1 and by_name["over_over_a"].rows_source == 1
+    assert by_name["over_a"].ok and by_name["over_over_a"].ok
+    assert [r.name for r in final.views] == [v.name for v in plan.views]
+
+
 def test_the_final_validation_reads_again_only_the_rowid_ranges_that_changed(tmp_path, target):
     """After a catch-up, rowid ranges whose digests were equal were not touched and the
     source is a frozen snapshot: the final validation takes their digests as known and
