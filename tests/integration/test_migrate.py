@@ -2292,6 +2292,22 @@ def test_views_and_triggers_read_uuid_columns_as_the_text_sqlite_held(tmp_path, 
     assert what == (f"{new} for {hexes[0].hex.upper()}",)
 
 
+def _bulk_copied(tmp_path: Path, db: Path, target: str, pool: Any) -> tuple[Path, Any]:
+    """A cutover's steps up to the freeze: the bulk copy's snapshot, its plan, staging
+    loaded with keys built (`tmp_path / "final"` is left for the frozen snapshot)."""
+    from tasks import migrate as m
+    from tasks.core.migration import MigrationOptions
+
+    (tmp_path / "bulk").mkdir()
+    (tmp_path / "final").mkdir()
+    snap = m.snapshot(db, tmp_path / "bulk")
+    plan = m.make_plan(snap, MigrationOptions(), pool)
+    m.prepare_stage(target, "", plan, "public")
+    m.copy_all(snap, target, "", plan, pool)
+    m.build_keys(target, "", plan)
+    return snap, plan
+
+
 def test_the_final_validation_queries_again_only_views_over_changed_tables(tmp_path, target):
     """After a catch-up from pages, a view reading only unchanged tables cannot have a
     different result: its pre-freeze report stands (marked here to tell), while a view
@@ -2299,7 +2315,6 @@ def test_the_final_validation_queries_again_only_views_over_changed_tables(tmp_p
     import dataclasses
 
     from tasks import migrate as m
-    from tasks.core.migration import MigrationOptions
 
     db = _source(
         tmp_path,
@@ -2311,14 +2326,8 @@ def test_the_final_validation_queries_again_only_views_over_changed_tables(tmp_p
         "CREATE VIEW over_b AS SELECT sum(y) AS s FROM b;",
     )
     assert m.view_reads(db, "over_over_a") >= {"a"} and "b" not in m.view_reads(db, "over_over_a")
-    (tmp_path / "bulk").mkdir()
-    (tmp_path / "final").mkdir()
     with m.sqlite_processes(2) as pool:
-        snap = m.snapshot(db, tmp_path / "bulk")
-        plan = m.make_plan(snap, MigrationOptions(), pool)
-        m.prepare_stage(target, "", plan, "public")
-        m.copy_all(snap, target, "", plan, pool)
-        m.build_keys(target, "", plan)
+        snap, plan = _bulk_copied(tmp_path, db, target, pool)
         kept: dict[Any, Any] = {}
         verified = m.validate(snap, target, "", plan, pool, keep=kept)
         assert verified.passed
@@ -2344,20 +2353,13 @@ def test_the_final_validation_reads_again_only_the_rowid_ranges_that_changed(tmp
     source is a frozen snapshot: the final validation takes their digests as known and
     reads only the range that changed. A table of three ranges, one row changed."""
     from tasks import migrate as m
-    from tasks.core.migration import MigrationOptions
 
     n = 2 * m.CHUNK_ROWS + 50_000
     db = _source(tmp_path, "CREATE TABLE log (id INTEGER PRIMARY KEY, s TEXT NOT NULL)")
     with sqlite3.connect(db) as conn:
         conn.executemany("INSERT INTO log VALUES (?, 'x')", ((i,) for i in range(1, n + 1)))
-    (tmp_path / "bulk").mkdir()
-    (tmp_path / "final").mkdir()
     with m.sqlite_processes(2) as pool:
-        snap = m.snapshot(db, tmp_path / "bulk")
-        plan = m.make_plan(snap, MigrationOptions(), pool)
-        m.prepare_stage(target, "", plan, "public")
-        m.copy_all(snap, target, "", plan, pool)
-        m.build_keys(target, "", plan)
+        _snap, plan = _bulk_copied(tmp_path, db, target, pool)
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE log SET s = 'changed' WHERE id = 7")
         snap2 = m.snapshot(db, tmp_path / "final")
