@@ -148,6 +148,10 @@ def write_back_figures(db: Path, dsn: str, plan: Any, kept: Path) -> dict[str, A
             "(SELECT min(session_key) FROM sessions)"
         )
         conn.execute("INSERT INTO audit (order_id, what) SELECT id, 'pg' FROM orders LIMIT 1")
+        conn.execute("DELETE FROM audit WHERE id = (SELECT min(id) FROM audit)")
+        conn.execute(
+            "DELETE FROM sessions WHERE session_key = (SELECT max(session_key) FROM sessions)"
+        )
     out: dict[str, Any] = {}
     with m.sqlite_processes(m.cores()) as pool:
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from contextlib import ExitStack
@@ -32,6 +33,7 @@ from tasks.core.migration import (
     Plan,
     PlanTable,
     Since,
+    bucket_width,
     catch_up_where_sql,
     key_walk,
     keyed_where_pg,
@@ -288,51 +290,107 @@ def _written_since(
     schema: str,
     horizon: int,
 ) -> tuple[Changed | None, int] | None:
-    """One table: (the rows PostgreSQL wrote since `horizon`, or None if none; its row
-    count), or None if only digests can tell."""
+    """One table: (the rows PostgreSQL wrote since `horizon` or deleted, or None if
+    none; its row count), or None if only digests can tell.
+
+    Keys PostgreSQL wrote since are those of rows with a newer xmin. Keys that
+    vanished (deleted, or a key updated away) have no row to show; per bucket of
+    keys (1024 rowids, or a key-prefix), the snapshot's rows, less PostgreSQL's, plus
+    the written keys the snapshot lacked, is how many vanished there, and only those
+    buckets' keys are listed on both sides."""
     ident = next((c for c in t.columns if c.identity), None)
     walk = key_walk(t)
+    name = quote_ident(t.name)
     if ident is not None:
-        key_sql = quote_ident(ident.name)
+        key_sql, lite_key = quote_ident(ident.name), "rowid"
+        pg_bucket, lite_bucket = f"{key_sql} >> 10", "rowid >> 10"
     elif walk is not None and walk.by_value:
-        key_sql = ", ".join(walk.pg_keys)
+        key_sql, lite_key = ", ".join(walk.pg_keys), walk.sqlite_keys
+        width = bucket_width(t.rows)
+        pg_bucket = f"substr({walk.pg_keys[0]}, 1, {width})"
+        lite_bucket = f"substr({walk.sqlite_key_exprs[0]}, 1, {width})"
     else:
         return None
-    qt = f"{quote_ident(schema)}.{quote_ident(t.name)}"
+    qt = f"{quote_ident(schema)}.{name}"
     xid = "(%s::bigint %% 4294967296)::text::xid"
-    keys = pg.execute(
-        f"SELECT {key_sql} FROM {qt} WHERE age(xmin) <= age({xid})", (horizon,)
-    ).fetchall()
+    written = [
+        tuple(map(str, k))
+        for k in pg.execute(
+            f"SELECT {key_sql} FROM {qt} WHERE age(xmin) <= age({xid})", (horizon,)
+        ).fetchall()
+    ]
     row = pg.execute(f"SELECT count(*) FROM {qt}").fetchone()
     assert row is not None
     total = int(row[0])
-    had = lite.execute(f"SELECT count(*) FROM {quote_ident(t.name)}").fetchone()[0]
-    if len(keys) > max(1000, had // 10):  # most rows rewritten: digests find less
+    had = lite.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    if len(written) > max(1000, had // 10):  # most rows rewritten: digests find less
         return None
-    present = 0
+    known: set[tuple[str, ...]] = set()  # written keys the snapshot holds
     if ident is not None:
-        rowids = [int(k[0]) for k in keys]
-        for ids in batches(rowids, 5000):
-            present += lite.execute(
-                f"SELECT count(*) FROM {quote_ident(t.name)} WHERE rowid IN"
-                f" ({','.join(map(str, ids))})"
-            ).fetchone()[0]
+        for ids in batches([int(k[0]) for k in written], 5000):
+            cur = lite.execute(
+                f"SELECT rowid FROM {name} WHERE rowid IN ({','.join(map(str, ids))})"
+            )
+            known.update((str(r[0]),) for r in cur)
     else:
         assert walk is not None
-        shown = [tuple(map(str, k)) for k in keys]
         keyed, per = catch_up_where_sql(walk)
-        for part in batches(shown, per):
-            present += lite.execute(
-                f"SELECT count(*) FROM {quote_ident(t.name)}{keyed(len(part))}",
+        for part in batches(written, per):
+            cur = lite.execute(
+                f"SELECT {walk.sqlite_keys} FROM {name}{keyed(len(part))}",
                 walk.sqlite_params(part),
-            ).fetchone()[0]
-    if had - (total - len(keys)) != present:  # rows vanished (deleted, or a key changed)
-        return None
+            )
+            known.update(tuple(map(str, r)) for r in cur)
+    gone: list[tuple[str, ...]] = []
+    if had - (total - len(written)) != len(known):  # rows vanished
+        new = Counter(
+            int(k[0]) >> 10 if ident is not None else k[0][:width]
+            for k in written
+            if k not in known
+        )
+        found = _vanished(lite, pg, qt, name, (lite_key, key_sql), (lite_bucket, pg_bucket), new)
+        if found is None or len(found) != had - (total - len(written)) - len(known):
+            return None
+        gone = found
+    keys = sorted(set(written) | set(gone))
     if not keys:
         return None, total
     if ident is not None:
         return Changed(t, rowids=sorted(int(k[0]) for k in keys)), total
-    return Changed(t, keys=[tuple(map(str, k)) for k in keys]), total
+    return Changed(t, keys=keys), total
+
+
+def _vanished(
+    lite: sqlite3.Connection,
+    pg: psycopg.Connection[Any],
+    qt: str,
+    name: str,
+    keys: tuple[str, str],
+    buckets: tuple[str, str],
+    new: Counter[Any],
+) -> list[tuple[str, ...]] | None:
+    """The snapshot's keys PostgreSQL no longer has. Per bucket, the snapshot's rows
+    less PostgreSQL's plus the keys PostgreSQL added (`new`) is how many vanished;
+    only buckets where some did are listed on both sides. None when too many
+    buckets would be to be worth it."""
+    (lite_key, pg_key), (lite_bucket, pg_bucket) = keys, buckets
+    have = dict(lite.execute(f"SELECT {lite_bucket}, count(*) FROM {name} GROUP BY 1"))
+    now = {b: int(n) for b, n in pg.execute(f"SELECT {pg_bucket}, count(*) FROM {qt} GROUP BY 1")}
+    differ = [b for b in have if have[b] - now.get(b, 0) + new.get(b, 0) > 0]
+    if len(differ) > 64:
+        return None
+    out: list[tuple[str, ...]] = []
+    for b in differ:
+        src = {
+            tuple(map(str, r))
+            for r in lite.execute(f"SELECT {lite_key} FROM {name} WHERE {lite_bucket} = ?", (b,))
+        }
+        dst = {
+            tuple(map(str, r))
+            for r in pg.execute(f"SELECT {pg_key} FROM {qt} WHERE {pg_bucket} = %s", (b,))
+        }
+        out += sorted(src - dst)
+    return out
 
 
 def _unknown_to_the_source(pg: psycopg.Connection[Any], plan: Plan, schema: str) -> tuple[str, ...]:
