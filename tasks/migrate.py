@@ -1904,7 +1904,13 @@ class Changes:
 
 
 def find_changes(
-    path: Path, dsn: str, password: str, plan: Plan, pool: Executor, schema: str = STAGE
+    path: Path,
+    dsn: str,
+    password: str,
+    plan: Plan,
+    pool: Executor,
+    schema: str = STAGE,
+    only: Sequence[PlanTable] | None = None,
 ) -> Changes:
     """The rows that differ between the source and PostgreSQL's `schema`, either way
     round: the catch-up copies them into staging, the write-back into the source.
@@ -1915,6 +1921,8 @@ def find_changes(
     text or composite key is walked in key order on both sides, only in the
     key-prefix buckets whose digests differ.
     """
+    if only is not None:  # these tables alone (the others are known another way)
+        plan = plan.model_copy(update={"tables": tuple(only)})
     kept: dict[Part, tuple[Digest, Digest]] = {}
     before = validate(
         path, dsn, password, plan, pool, diagnose=False, keep=kept, schema=schema, views=False
@@ -2005,11 +2013,7 @@ def catch_up_from_pages(
         return None
     diff = pages.tables
     whole = [t for t in plan.tables if t.name in diff and diff[t.name].whole]
-    found = (
-        find_changes(path, dsn, password, plan.model_copy(update={"tables": tuple(whole)}), pool)
-        if whole
-        else None
-    )
+    found = find_changes(path, dsn, password, plan, pool, only=whole) if whole else None
     todo: list[Changed] = list(found.tables) if found else []
     fresh: list[Changed] = []  # bucketed tables whose both sides need new bucket digests
     parts: dict[Part, tuple[Digest, Digest]] = {}

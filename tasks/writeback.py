@@ -267,14 +267,7 @@ def _since_swap(
         finally:
             lite.close()
         if by_digests:
-            sub = find_changes(
-                now,
-                dsn,
-                password,
-                plan.model_copy(update={"tables": tuple(by_digests)}),
-                pool,
-                schema,
-            )
+            sub = find_changes(now, dsn, password, plan, pool, schema, only=by_digests)
             out += sub.tables
             names = {c.table.name for c in sub.tables}
             pg_rows.update({r.name: r.rows_target for r in sub.before.tables if r.name in names})

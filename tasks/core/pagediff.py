@@ -97,6 +97,16 @@ def table_diff(
     )
 
 
+def _cells(page: bytes, header_at: int, header_size: int) -> list[int]:
+    """Where each cell of a b-tree page starts: the cell pointer array follows the page
+    header (8 bytes on a leaf, 12 on an interior page)."""
+    cells = int.from_bytes(page[header_at + 3 : header_at + 5], "big")
+    pointers = header_at + header_size
+    return [
+        int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big") for i in range(cells)
+    ]
+
+
 def btree_children(page: bytes, header_at: int = 0) -> tuple[int, list[int]]:
     """A b-tree page's type and, for an interior page, its children's page numbers (each
     cell starts with its left child; the rightmost child is in the header)."""
@@ -105,12 +115,7 @@ def btree_children(page: bytes, header_at: int = 0) -> tuple[int, list[int]]:
         return kind, []
     if kind not in INTERIOR:
         raise ValueError(f"not a b-tree page (type {kind:#x})")
-    cells = int.from_bytes(page[header_at + 3 : header_at + 5], "big")
-    pointers = header_at + 12
-    children = []
-    for i in range(cells):
-        at = int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big")
-        children.append(int.from_bytes(page[at : at + 4], "big"))
+    children = [int.from_bytes(page[at : at + 4], "big") for at in _cells(page, header_at, 12)]
     children.append(int.from_bytes(page[header_at + 8 : header_at + 12], "big"))
     return kind, children
 
@@ -139,11 +144,8 @@ def leaf_rowids(page: bytes, header_at: int = 0) -> list[int]:
     after the file header). Each cell starts with its payload size and its rowid."""
     if page[header_at] != TABLE_LEAF:
         raise ValueError(f"not a table leaf page (type {page[header_at]:#x})")
-    cells = int.from_bytes(page[header_at + 3 : header_at + 5], "big")
-    pointers = header_at + 8
     out = []
-    for i in range(cells):
-        at = int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big")
+    for at in _cells(page, header_at, 8):
         _size, at = varint(page, at)
         rowid, _ = varint(page, at)
         out.append(rowid - (1 << 64) if rowid >= 1 << 63 else rowid)

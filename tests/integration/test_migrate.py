@@ -2008,6 +2008,17 @@ def test_a_django_application_works_unchanged_on_the_migrated_database(tmp_path,
     connections.close_all()
 
 
+def _same_rows(db: Path, target: str, *queries: tuple[str, str]) -> None:
+    """Each (PostgreSQL, SQLite) query pair returns the same rows."""
+    lite = sqlite3.connect(db)
+    try:
+        with psycopg.connect(target) as pg:
+            for on_pg, on_sqlite in queries:
+                assert pg.execute(on_pg).fetchall() == lite.execute(on_sqlite).fetchall(), on_pg
+    finally:
+        lite.close()
+
+
 def test_the_cutover_catches_up_uuid_and_composite_keys_row_by_row(tmp_path, target):
     """Tables keyed by a UUID (Django's and SQLAlchemy's usual key) or by several
     columns have no rowid to compare by: the catch-up walks both sides in key order
@@ -2039,13 +2050,15 @@ def test_the_cutover_catches_up_uuid_and_composite_keys_row_by_row(tmp_path, tar
     assert cut.rows_caught_up == {"acct": 2, "pair": 2}
     # found by comparing the snapshots' pages: only pair (WITHOUT ROWID) was digested
     assert cut.caught_up_by == "pages"
-    lite = sqlite3.connect(db)
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT replace(id::text, '-', ''), name FROM acct ORDER BY id").fetchall()
-        assert got == lite.execute("SELECT id, name FROM acct ORDER BY id").fetchall()
-        got = pg.execute("SELECT k, n, v FROM pair ORDER BY k, n").fetchall()
-        assert got == lite.execute("SELECT k, n, v FROM pair ORDER BY k, n").fetchall()
-    lite.close()
+    _same_rows(
+        db,
+        target,
+        (
+            "SELECT replace(id::text, '-', ''), name FROM acct ORDER BY id",
+            "SELECT id, name FROM acct ORDER BY id",
+        ),
+        ("SELECT k, n, v FROM pair ORDER BY k, n", "SELECT k, n, v FROM pair ORDER BY k, n"),
+    )
 
 
 def test_the_cutover_catch_up_finds_changes_by_bucket_on_both_sides_of_zero(tmp_path, target):
@@ -2148,15 +2161,19 @@ def test_the_cutover_finds_random_writes_from_pages_and_loses_none(tmp_path, tar
     )
     assert cut.validation.passed and cut.caught_up_by == "pages"
     assert 0 < sum(cut.rows_caught_up.values()) < 1000  # the rows written, not the tables
-    lite = sqlite3.connect(db)
-    with psycopg.connect(target) as pg:
-        got = pg.execute("SELECT id, name, body FROM item ORDER BY id").fetchall()
-        assert got == lite.execute("SELECT id, name, body FROM item ORDER BY id").fetchall()
-        got = pg.execute("SELECT replace(id::text, '-', ''), body FROM doc ORDER BY 1").fetchall()
-        assert got == lite.execute("SELECT id, body FROM doc ORDER BY id").fetchall()
-        got = pg.execute("SELECT a, b, v FROM pair ORDER BY a").fetchall()
-        assert got == lite.execute("SELECT a, b, v FROM pair ORDER BY a").fetchall()
-    lite.close()
+    _same_rows(
+        db,
+        target,
+        (
+            "SELECT id, name, body FROM item ORDER BY id",
+            "SELECT id, name, body FROM item ORDER BY id",
+        ),
+        (
+            "SELECT replace(id::text, '-', ''), body FROM doc ORDER BY 1",
+            "SELECT id, body FROM doc ORDER BY id",
+        ),
+        ("SELECT a, b, v FROM pair ORDER BY a", "SELECT a, b, v FROM pair ORDER BY a"),
+    )
 
 
 def test_a_schema_change_during_the_bulk_copy_is_caught_up_by_digests(tmp_path, target):
