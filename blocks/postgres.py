@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlparse
 
 from prefect.blocks.core import Block
@@ -59,6 +60,27 @@ class PostgresDatabase(Block):
         "accepts them too.",
     )
 
+    backup_dir: str | None = Field(
+        default=None,
+        description="Directory that holds this database's backups (pg_dump custom format, each "
+        "with a JSON manifest of its tables' row counts and content sums). Needed by the backup "
+        "and restore flows and by a release's backup_before.",
+    )
+    keep_last: int = Field(
+        default=7, ge=1, description="Backups always kept, newest first, whatever their age."
+    )
+    keep_days: int = Field(
+        default=30,
+        ge=0,
+        description="Backups younger than this many days are kept too; older ones beyond "
+        "keep_last are pruned after each backup (never the newest verified one).",
+    )
+    pg_bin: str | None = Field(
+        default=None,
+        description="Directory of pg_dump, pg_restore and psql, at least as new as the server; "
+        "defaults to PATH, then the newest /usr/lib/postgresql/*/bin.",
+    )
+
     def validate_target(self) -> None:
         """Checked before any side effect, naming the field."""
         parsed = urlparse(self.dsn.get_secret_value())
@@ -67,6 +89,18 @@ class PostgresDatabase(Block):
         if not self.target_schema or "\x00" in self.target_schema:
             raise ConfigError("target_schema", "must be a schema name")
         check_policies(self.policies)
+
+    def validate_backups(self) -> Path:
+        """The backup directory, checked before any side effect, naming the field."""
+        self.validate_target()
+        if not self.backup_dir:
+            raise ConfigError("backup_dir", "set it to the directory backups go to")
+        path = Path(self.backup_dir).expanduser()
+        if not path.is_absolute():
+            raise ConfigError("backup_dir", f"must be an absolute path, not {self.backup_dir!r}")
+        if self.pg_bin is not None and not Path(self.pg_bin).is_dir():
+            raise ConfigError("pg_bin", f"{self.pg_bin!r} is not a directory")
+        return path
 
     def secrets(self) -> list[str]:
         """Values to scrub from anything emitted: the DSN and its password."""

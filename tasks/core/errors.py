@@ -68,6 +68,12 @@ class MigrationError(ShipyardError):
     step = "migrate"
 
 
+class BackupError(ShipyardError):
+    """A PostgreSQL backup, its verification or a restore failed; what was there is unchanged."""
+
+    step = "backup"
+
+
 class ReleaseLocked(ShipyardError):
     """Another release holds the environment's lock."""
 
