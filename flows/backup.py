@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks.postgres import PostgresDatabase
 from tasks import backup as b
 from tasks.core.backup import BackupManifest, backups_table, retention
-from tasks.core.errors import ConfigError, ShipyardError
+from tasks.core.errors import BackupError, ConfigError, ShipyardError
 
 
 def load_database(database: PostgresDatabase | str) -> tuple[PostgresDatabase, Path, b.Tools]:
@@ -43,12 +44,15 @@ def load_database(database: PostgresDatabase | str) -> tuple[PostgresDatabase, P
     return database, directory, b.client_tools(database.pg_bin)
 
 
-@task(name="take-backup", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="take-backup", cache_policy=NO_CACHE)
 def take_backup(
-    db: PostgresDatabase, directory: Path, tools: b.Tools, label: str
+    db: PostgresDatabase, directory: Path, tools: b.Tools, label: str, attempts: int = 2
 ) -> BackupManifest:
     """pg_dump in one exported snapshot, with every table's figures from that snapshot.
-    A retry starts over: a failed attempt keeps nothing."""
+
+    Retried here, not by Prefect: inside a release's transaction a failed task
+    attempt would roll the whole release back even after a successful retry. A
+    failed attempt keeps nothing, so the next one starts clean."""
     dsn, password = db.get_client()
     artifact = create_progress_artifact(
         progress=0.0, key="postgres-backup-progress", description="tables dumped"
@@ -57,7 +61,15 @@ def take_backup(
     def tick(done: int, total: int) -> None:
         update_progress_artifact(artifact_id=artifact, progress=100.0 * done / max(1, total))  # type: ignore[arg-type]
 
-    manifest = b.take_backup(dsn, password, directory, label, tools, progress=tick)
+    for attempt in range(1, attempts + 1):
+        try:
+            manifest = b.take_backup(dsn, password, directory, label, tools, progress=tick)
+            break
+        except BackupError as exc:
+            if attempt == attempts:
+                raise
+            get_run_logger().warning("backup attempt %d failed, retrying: %s", attempt, exc)
+            time.sleep(5)
     update_progress_artifact(artifact_id=artifact, progress=100.0)  # type: ignore[arg-type]
     get_run_logger().info(
         "backup %s: %d tables, %d rows, %d bytes in %.2f s",

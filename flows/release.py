@@ -24,6 +24,7 @@ from prefect.transactions import transaction
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
+from flows.backup import load_database, take_backup, verify_backup
 from flows.common import (
     Context,
     current_flow_run,
@@ -37,6 +38,7 @@ from flows.common import (
 )
 from flows.migrate import Cutover, cutover_migration
 from flows.verify import load_test
+from tasks.backup import Tools
 from tasks.build import build_image
 from tasks.core import history, validate
 from tasks.core.errors import ConfigError, ProxyError, ReleaseRolledBack, ShipyardError
@@ -49,7 +51,16 @@ from tasks.rollout import UndoReport, deploy
 from tasks.smoke import smoke_check
 from tasks.writeback import backup_source, write_back
 
-PHASES = ("build-image", "push-image", "migrate", "deploy", "smoke-check", "load-test", "finalize")
+PHASES = (
+    "build-image",
+    "push-image",
+    "backup-database",
+    "migrate",
+    "deploy",
+    "smoke-check",
+    "load-test",
+    "finalize",
+)
 
 
 @task(name="finalize", cache_policy=NO_CACHE)
@@ -124,6 +135,31 @@ def _cutover_inputs(
         raise ConfigError("database", f"no Shipyard Postgres Database block {database!r}") from exc
     db.validate_target()
     return db
+
+
+def _backup_inputs(
+    ctx: Any, backup_first: bool, database: str | None
+) -> tuple[PostgresDatabase, Path, Tools] | None:
+    """Checked before any side effect: which database to back up (the cutover's, or the
+    one the environment already runs on), where to, and with which client tools."""
+    if not backup_first:
+        return None
+    name = database or history.database(ctx.ledger.records())
+    if name is None:
+        raise ConfigError(
+            "backup_first",
+            f"{ctx.environment!r} does not run on PostgreSQL (no cutover recorded) and no"
+            " database was given; its SQLite file needs no pg_dump",
+        )
+    return load_database(name)
+
+
+def backup_database(db: PostgresDatabase, directory: Path, tools: Tools, label: str) -> str:
+    """A verified backup before the new version touches the data: the release's way
+    back for the data, as the previous container is for the code. Never restored
+    automatically: writes taken since would be lost (the restore flow does it)."""
+    manifest = take_backup(db, directory, tools, label)
+    return verify_backup(db, directory, tools, manifest).backup_id
 
 
 @dataclass
@@ -293,6 +329,7 @@ def release(
     migrate_from: str | None = None,
     database: str | None = None,
     thaw_before_load: bool = True,
+    backup_first: bool = False,
 ) -> ReleaseRecord:
     """Release `version` of `service` to `environment`; the previous version keeps serving on failure.
 
@@ -313,12 +350,19 @@ def release(
     SQLite file, and the old version returns on it. If that write-back fails,
     the new version keeps serving (outcome `kept`): going back would lose writes.
     With `thaw_before_load` off, the freeze lasts through the load test instead.
+
+    `backup_first` takes a verified pg_dump of the PostgreSQL database the
+    environment runs on (or, with a cutover, the one the data moves into) before
+    anything is deployed; its id goes into the release record. A failed release
+    puts the previous version back but never restores the data by itself: the
+    `restore` flow does that, on purpose.
     """
     validate.version(version)
     ctx = load_context(environment, service, target, registry, notifier)
     db = _cutover_inputs(ctx, migrate_from, database)
     if db is not None:
         history.check_cutover(ctx.ledger.records(), environment)
+    backup_to = _backup_inputs(ctx, backup_first, database if db is not None else None)
     run_id, run_name = current_flow_run()
     logger = get_run_logger()
     with environment_lock(environment, lock_timeout_s, run_id):
@@ -405,6 +449,14 @@ def release(
                 record = ctx.ledger.write(
                     record.with_changes(digest=pushed.digest, image=pushed.reference)
                 )
+                if backup_to is not None:
+                    taken = step(
+                        "backup-database",
+                        backup_database,
+                        *backup_to,
+                        f"before release {version} to {environment}",
+                    )
+                    record = ctx.ledger.write(record.with_changes(database_backup=taken))
                 spec = ctx.service
                 if db is not None and migrate_from is not None:
                     cut = step(
@@ -574,6 +626,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep writes frozen through the load test (no write-back should it fail)",
     )
+    parser.add_argument(
+        "--backup-first",
+        action="store_true",
+        help="take a verified pg_dump of the environment's PostgreSQL database before deploying",
+    )
     args = parser.parse_args(argv)
     try:
         record = release(
@@ -588,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             migrate_from=args.migrate_from,
             database=args.database,
             thaw_before_load=not args.freeze_through_load,
+            backup_first=args.backup_first,
         )
     except ShipyardError as exc:
         print(f"release failed: {exc}", file=sys.stderr)

@@ -31,4 +31,6 @@ def test_every_entrypoint_imports_a_flow():
         ("rollback", "production"),
         ("migrate", "staging"),
         ("migrate", "production"),
+        ("backup", "production"),
+        ("restore", "production"),
     } <= seen

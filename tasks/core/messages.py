@@ -44,6 +44,13 @@ def notification(record: ReleaseRecord) -> tuple[str, str]:
         lines.append(f"reason: {record.reason or 'unknown'}")
     if record.rolled_back_to:
         lines.append(f"now_serving: {record.rolled_back_to}")
+    if record.database_backup:
+        lines.append(f"database_backup: {record.database_backup}")
+        if not ok:
+            lines.append(
+                "data: not restored (writes since the backup would be lost); if the new version"
+                " changed it, run the restore flow with this backup_id"
+            )
     return subject, "\n".join(lines)
 
 
@@ -69,6 +76,7 @@ def record_markdown(record: ReleaseRecord, history: Sequence[ReleaseRecord] = ()
         "freeze_work_s",
         "caught_up_by",
         "written_back",
+        "database_backup",
     ):
         value = getattr(record, key)
         if value is not None:

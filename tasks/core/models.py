@@ -150,6 +150,9 @@ class ReleaseRecord(Frozen):
     # writes thawed, the recovery writes PostgreSQL's rows back there
     source: str | None = None
     backup: str | None = None  # a copy of that file taken before the write-back changed it
+    # the verified pg_dump taken before this release touched its PostgreSQL database
+    # (backup_first): what the restore flow puts back, should the data need it
+    database_backup: str | None = None
 
     def with_changes(self, **changes: object) -> ReleaseRecord:
         return self.model_copy(update=changes)

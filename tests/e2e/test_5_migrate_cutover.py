@@ -88,6 +88,7 @@ def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
         ).save("cutover-pg", overwrite=True)
         first = release(**stack.params("staging", version="sqlite1"))
         assert first.outcome == Outcome.SUCCEEDED
+        _backup_first_needs_postgres(stack)
         volume = docker_client.volumes.get(f"{stack.service}-data")
         sqlite_path = volume.attrs["Mountpoint"] + "/congress.db"
 
@@ -134,6 +135,7 @@ def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
         _later_versions_run_on_postgres(stack, pg.dsn)
         _a_second_cutover_is_refused(stack, sqlite_path, pg.dsn)
         _recovery_thaws_a_freeze_left_by_a_dead_release(stack, pg.dsn)
+        _a_release_backs_up_its_database_first(stack, pg.dsn)
     finally:
         services.stop(pg.proc)
 
@@ -195,6 +197,45 @@ def _freeze_switch(stack, env: str) -> tuple[Any, str, str]:
     target = DockerHostTarget.load(f"{stack.service}-{env}")
     assert target.freeze_map
     return HAProxyRuntime(target.proxy_admin), target.freeze_map, backend_name(stack.service, env)
+
+
+def _backup_first_needs_postgres(stack) -> None:
+    """On SQLite there is nothing to pg_dump: refused before any side effect."""
+    from flows.release import release
+    from tasks.core.errors import ConfigError
+    from tests.e2e.test_1_release_docker import records
+
+    before = len(records(stack))
+    with pytest.raises(ConfigError, match=r"backup_first: 'staging' does not run on PostgreSQL"):
+        release(**stack.params("staging", version="sqlite1"), backup_first=True)
+    assert len(records(stack)) == before
+
+
+def _a_release_backs_up_its_database_first(stack, dsn: str) -> None:
+    """After the cutover, `backup_first` takes a verified pg_dump of the database the
+    environment runs on before deploying, and the release record names it."""
+    import json
+    from pathlib import Path
+
+    from blocks.postgres import PostgresDatabase
+    from flows.release import release
+    from tests.e2e.test_1_release_docker import served_version
+
+    loaded = PostgresDatabase.load("cutover-pg")
+    backups = services.tmpdir("shipyard-release-backups-")
+    fields = {k: getattr(loaded, k) for k in PostgresDatabase.model_fields}
+    # a new block, not the loaded one: see the load-policy helper below
+    PostgresDatabase(**{**fields, "backup_dir": str(backups)}).save("cutover-pg", overwrite=True)
+    with psycopg.connect(dsn) as conn:
+        votes = conn.execute("SELECT count(*) FROM votes").fetchone()[0]
+    record = release(**stack.params("staging", version="pg1"), backup_first=True)
+    assert record.outcome == "succeeded", record.reason
+    assert served_version(stack) == "pg1"
+    assert record.database_backup and "backup-database" in [p.name for p in record.phases]
+    manifest = json.loads(Path(backups, f"{record.database_backup}.json").read_text())
+    assert manifest["verified_at"] and manifest["label"] == "before release pg1 to staging"
+    assert {t["table"]: t["rows"] for t in manifest["tables"]}["votes"] == votes
+    assert Path(backups, manifest["file"]).stat().st_size == manifest["bytes"] > 0
 
 
 def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:

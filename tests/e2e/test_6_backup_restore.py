@@ -1,0 +1,188 @@
+"""The backup and restore flows on the real Prefect API, against a real PostgreSQL whose
+owner logs in with a password."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from blocks.postgres import PostgresDatabase
+from tasks.core.errors import ConfigError
+from tests.support import services
+
+PASSWORD = "bk-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def database(prefect_server: Any) -> Iterator[tuple[str, str, Path]]:
+    """(block name, the owner's DSN, the backup directory)."""
+    pg = services.start_postgres(services.tmpdir("shipyard-pg-e2e-backup-"))
+    hba = pg.root / "data" / "pg_hba.conf"
+    hba.write_text("host all owner 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE owner LOGIN CREATEDB PASSWORD '{PASSWORD}'")
+        conn.execute("CREATE DATABASE congress OWNER owner")
+        conn.execute("SELECT pg_reload_conf()")
+    port = pg.dsn.split(":")[2].split("/")[0]
+    dsn = f"postgresql://owner:{PASSWORD}@127.0.0.1:{port}/congress"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE members (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO members SELECT g, 'm' || g FROM generate_series(1, 2000) g")
+    directory = services.tmpdir("shipyard-backups-")
+    name = "e2e-backup-postgres"
+    PostgresDatabase(dsn=SecretStr(dsn), backup_dir=str(directory), keep_last=2, keep_days=0).save(
+        name, overwrite=True
+    )
+    yield name, dsn, directory
+    services.stop(pg.proc)
+
+
+def _members(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT * FROM members ORDER BY id").fetchall()
+
+
+def _everything_said(run_ids: list[Any]) -> list[str]:
+    """Logs, parameters, state messages and artifacts of these runs, as the UI shows them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+    )
+
+    time.sleep(1.0)  # logs are shipped in batches
+    out: list[str] = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
+        )
+        out += [str(r.parameters) + str(r.state.message if r.state else "") for r in runs]
+        out += [
+            e.message
+            for e in client.read_logs(
+                log_filter=LogFilter(flow_run_id={"any_": run_ids}), limit=200
+            )
+        ]
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids))
+        )
+        out += [f"{a.key}\n{a.data}\n{a.description}" for a in arts]
+    return out
+
+
+def test_scheduled_backups_are_verified_and_pruned(database):
+    from flows.backup import backup
+
+    name, _dsn, directory = database
+    states = [backup(name, label=f"run {i}", return_state=True) for i in range(3)]
+    assert all(s.is_completed() for s in states)
+    made = [s.result() for s in states]
+    assert all(m.verified_at is not None for m in made)
+    kept = sorted(p.name for p in directory.glob("*.dump"))
+    assert kept == sorted(m.file for m in made[1:])  # keep_last=2, keep_days=0
+    said = _everything_said([s.state_details.flow_run_id for s in states])
+    tables = [s for s in said if s.startswith("postgres-backups\n")]
+    assert len(tables) == 3
+    # the third run's table is the one listing all three backups (artifacts come unordered)
+    last = max((json.loads(t.split("\n", 1)[1].rsplit("\n", 1)[0]) for t in tables), key=len)
+    by_id = {row["backup"]: row for row in last}
+    assert by_id[made[0].backup_id]["state"] == "pruned"
+    assert (
+        by_id[made[2].backup_id]["verified"] == "yes" and by_id[made[2].backup_id]["rows"] == "2000"
+    )
+    assert any(s.startswith("postgres-backup-progress") for s in said)
+    assert any("restores: every table's rows and content match" in s for s in said)
+    leaks = [s[:200] for s in said if PASSWORD in s]
+    assert not leaks, leaks
+
+
+def test_restore_takes_a_safety_backup_and_can_itself_be_undone(database):
+    from flows.backup import backup
+    from flows.restore import restore
+
+    name, dsn, directory = database
+    good = backup(name, label="before the bad day")
+    original = _members(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE members SET name = upper(name) WHERE id <= 100")
+        conn.execute("DELETE FROM members WHERE id > 1500")
+        conn.execute("CREATE TABLE scratch (x int)")
+    damaged = _members(dsn)
+    state = restore(name, good.backup_id, return_state=True)
+    assert state.is_completed(), state.message
+    assert _members(dsn) == original
+    safety = [
+        json.loads(p.read_text())
+        for p in directory.glob("*.json")
+        if json.loads(p.read_text())["label"] == f"before restore of {good.backup_id}"
+    ]
+    assert len(safety) == 1 and safety[0]["verified_at"]
+    said = _everything_said([state.state_details.flow_run_id])
+    summary = next(s for s in said if s.startswith("postgres-restore\n"))
+    assert f"undo: restore `{safety[0]['backup_id']}`" in summary
+    assert not [s for s in said if PASSWORD in s]
+
+    # undoing the restore: back to the damaged state, scratch table included
+    restore(name, safety[0]["backup_id"], safety_backup=False)
+    assert _members(dsn) == damaged
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT to_regclass('public.scratch')").fetchone() is not None
+
+
+def test_bad_input_is_refused_before_any_side_effect(database):
+    from flows.backup import backup
+    from flows.restore import restore
+
+    name, dsn, directory = database
+    before = sorted(p.name for p in directory.iterdir())
+    with pytest.raises(ConfigError, match="backup_id: no backup 'nope'"):
+        restore(name, "nope")
+    with pytest.raises(ConfigError, match="lock_timeout_s"):
+        restore(name, "latest", lock_timeout_s=0)
+    PostgresDatabase(dsn=SecretStr(dsn)).save("e2e-no-backup-dir", overwrite=True)
+    with pytest.raises(ConfigError, match="backup_dir"):
+        backup("e2e-no-backup-dir")
+    with pytest.raises(ConfigError, match="database"):
+        backup("no-such-block")
+    assert sorted(p.name for p in directory.iterdir()) == before
+
+
+def test_command_line_prints_the_manifest(database):
+    name, _dsn, directory = database
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.backup", name, "--json", "--label", "cli"],
+        cwd=services.ROOT,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert manifest["label"] == "cli" and manifest["verified_at"]
+    assert (directory / manifest["file"]).is_file()
+    assert PASSWORD not in proc.stdout + proc.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "flows.backup", "no-such-block"],
+        cwd=services.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode == 1 and "no Shipyard Postgres Database block" in bad.stderr
