@@ -348,6 +348,30 @@ def _checked_file(directory: Path, manifest: BackupManifest) -> Path:
     return path
 
 
+_SCRATCH = "shipyard_verify_"
+SCRATCH_STALE_S = 3600  # a verification older than this with no session left was killed
+
+
+def drop_stale_scratch(admin: psycopg.Connection[Any], now: float | None = None) -> list[str]:
+    """Scratch databases of verifications that were killed (SIGKILL runs no `finally`):
+    those whose name says they are over an hour old and that no session uses."""
+    now = time.time() if now is None else now
+    gone = []
+    rows = admin.execute(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 'shipyard\\_verify\\_%'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)"
+    ).fetchall()
+    for (name,) in rows:
+        stamp = name[len(_SCRATCH) :].split("_", 1)[0]
+        if stamp.isdigit() and now - int(stamp) > SCRATCH_STALE_S:
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                gone.append(name)
+            except psycopg.Error:
+                continue  # someone connected meanwhile, or not ours to drop: leave it
+    return gone
+
+
 def verify_backup(
     manifest: BackupManifest, directory: Path, dsn: str, password: str, tools: Tools
 ) -> BackupManifest:
@@ -356,8 +380,9 @@ def verify_backup(
     secrets = [password, dsn]
     path = _checked_file(directory, manifest)
     started = time.perf_counter()
-    scratch = f"shipyard_verify_{_secrets.token_hex(4)}"
+    scratch = f"{_SCRATCH}{int(time.time())}_{_secrets.token_hex(4)}"
     with _connect(dsn, password, "verify", autocommit=True) as admin:
+        drop_stale_scratch(admin)
         try:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
         except psycopg.Error as exc:

@@ -292,3 +292,27 @@ def test_an_old_client_is_refused_before_dumping(app, tmp_path):
     with pytest.raises(ConfigError, match="pg_dump 14 cannot dump a PostgreSQL 15"):
         b.take_backup(app, PASSWORD, tmp_path, "t", old)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scratch_databases_of_killed_verifications_are_dropped(app, tools, tmp_path):
+    """A verification killed -9 leaves its scratch database; the next one drops it,
+    but not one that is recent (another verification may be using it)."""
+    dead, recent = "shipyard_verify_1000_deadbeef", f"shipyard_verify_{int(time.time())}_cafe"
+    with psycopg.connect(app, autocommit=True) as conn:
+        for name in (dead, recent):
+            conn.execute(f"CREATE DATABASE {name}")
+    try:
+        manifest = b.take_backup(app, PASSWORD, tmp_path, "t", tools)
+        b.verify_backup(manifest, tmp_path, app, PASSWORD, tools)
+        with psycopg.connect(app) as conn:
+            left = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'shipyard%'"
+                )
+            }
+        assert left == {recent}
+    finally:
+        with psycopg.connect(app, autocommit=True) as conn:
+            for name in (dead, recent):
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
