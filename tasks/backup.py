@@ -175,8 +175,12 @@ def take_backup(
     label: str,
     tools: Tools,
     progress: Callable[[int, int], None] | None = None,
+    lock_wait_s: float = 120.0,
 ) -> BackupManifest:
     """Dump the database in one snapshot and record each table's figures in it.
+
+    A table held exclusively (a migration's ALTER, say) is waited for `lock_wait_s`,
+    then the backup fails clearly; pg_dump's own default is to wait forever.
 
     The snapshot is exported by a read-only repeatable-read transaction that stays
     open until pg_dump ends; the figures are computed in it while pg_dump reads,
@@ -203,6 +207,8 @@ def take_backup(
         ).fetchone()
         assert row is not None
         snap, database, version, public_owner = row
+        lock_ms = max(1, int(lock_wait_s * 1000))
+        conn.execute(f"SET LOCAL lock_timeout = {lock_ms}")
         if tools.major < version // 10000:
             raise ConfigError(
                 "pg_bin",
@@ -220,6 +226,7 @@ def take_backup(
                 tools["pg_dump"],
                 "--format=custom",
                 f"--snapshot={snap}",
+                f"--lock-wait-timeout={lock_ms}",
                 "--verbose",
                 f"--file={partial}",
                 f"--dbname={conninfo}",
@@ -237,10 +244,12 @@ def take_backup(
             assert proc.stderr is not None
             for line in proc.stderr:
                 log.append(line)
-                if _DUMPING.search(line):
+                if _DUMPING.search(line) and progress is not None:
                     done += 1
-                    if progress is not None:
+                    try:
                         progress(min(done, len(tables)), len(tables))
+                    except Exception:  # noqa: BLE001 - progress is best effort; keep draining
+                        pass
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
@@ -251,9 +260,13 @@ def take_backup(
             proc.wait()
             reader.join()
             partial.unlink(missing_ok=True)
+            locked = exc.sqlstate == "55P03"  # lock_not_available
             raise BackupError(
                 f"backup: reading the tables' figures failed: {redact(str(exc), secrets)}",
-                hint="the backup role needs SELECT on every table",
+                hint=f"a table was held exclusively for over {lock_wait_s:g} s (a migration?);"
+                " run the backup again later"
+                if locked
+                else "the backup role needs SELECT on every table",
             ) from exc
         code = proc.wait()
         reader.join()

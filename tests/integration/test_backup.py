@@ -316,3 +316,14 @@ def test_scratch_databases_of_killed_verifications_are_dropped(app, tools, tmp_p
         with psycopg.connect(app, autocommit=True) as conn:
             for name in (dead, recent):
                 conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_a_table_held_exclusively_fails_the_backup_in_time(app, tools, tmp_path):
+    with psycopg.connect(app) as holder:  # a migration mid-ALTER
+        holder.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")
+        t0 = time.perf_counter()
+        with pytest.raises(BackupError, match=r"held exclusively for over 0\.5 s"):
+            b.take_backup(app, PASSWORD, tmp_path, "t", tools, lock_wait_s=0.5)
+        assert time.perf_counter() - t0 < 10
+        holder.rollback()
+    assert b.list_backups(tmp_path) == [] and not list(tmp_path.glob(".*.partial"))
