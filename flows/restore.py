@@ -6,13 +6,18 @@ the database as it is now: a restore can itself be undone by restoring that
 one. The restore then runs in one transaction that ends with every table's
 figures checked against the backup's; any failure leaves the database as it was.
 
-It takes ACCESS EXCLUSIVE locks on every table it replaces: run it with the
-service stopped or frozen. Behind a busy service it fails after `lock_timeout_s`
-rather than queue every query behind it.
+It takes ACCESS EXCLUSIVE locks on every table it replaces. Given the
+environment, it freezes the service's writes at the proxy for the safety backup
+and the restore (reads go on, waiting at most for the restore's commit); behind
+a lock it cannot get it fails after `lock_timeout_s` rather than queue every
+query behind it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -21,9 +26,18 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.postgres import PostgresDatabase
 from flows.backup import load_database, prune_backups, take_backup, verify_backup
+from flows.common import (
+    WRITE_BACK_DRAIN_S,
+    Context,
+    current_flow_run,
+    environment_lock,
+    load_context,
+)
 from tasks import backup as b
 from tasks.core.backup import BackupManifest
 from tasks.core.errors import ConfigError
+from tasks.core.haproxy import backend_name
+from tasks.deploy.haproxy import HAProxyRuntime
 
 
 @task(name="restore-backup", cache_policy=NO_CACHE)
@@ -38,28 +52,77 @@ def restore_backup(
     return b.restore_backup(manifest, directory, dsn, password, tools, lock_timeout_s)
 
 
+@contextmanager
+def _writes_frozen(ctx: Context | None, drain_s: float) -> Iterator[None]:
+    """Writes refused at the proxy (503 + Retry-After) from before the safety backup
+    until the restore committed: a write acknowledged in between would be in neither
+    the safety backup nor the restored database. Reads go on. A kill inside leaves
+    the freeze for `recover`/`maintenance`, which thaw it under the same lock."""
+    if ctx is None:
+        yield
+        return
+    assert ctx.target.freeze_map
+    runtime = HAProxyRuntime(ctx.target.proxy_admin)
+    backend = backend_name(ctx.service.name, ctx.environment)
+    runtime.freeze_writes(ctx.target.freeze_map, backend)
+    try:
+        time.sleep(drain_s)  # writes already inside the service finish
+        yield
+    finally:
+        runtime.thaw_writes(ctx.target.freeze_map, backend)
+
+
 @flow(name="restore", log_prints=True)
 def restore(
     database: PostgresDatabase | str,
     backup_id: str,
     safety_backup: bool = True,
     lock_timeout_s: float = 10.0,
+    environment: str | None = None,
+    service: str = "congress-api",
+    target: str | None = None,
+    environment_lock_timeout_s: float = 120.0,
 ) -> b.Restored:
-    """Restore `backup_id` ("latest" = the newest verified backup) into the database."""
+    """Restore `backup_id` ("latest" = the newest verified backup) into the database.
+
+    With `environment` (and its `service` and `target` blocks), the restore holds
+    that environment's release lock and freezes writes at its proxy from before the
+    safety backup until the restore committed, so no acknowledged write is lost
+    between the two; without it, stop the service's writers yourself.
+    """
     if lock_timeout_s <= 0:
         raise ConfigError("lock_timeout_s", "must be > 0")
     db, directory, tools = load_database(database)
     chosen = b.find_backup(directory, backup_id)
+    ctx = None
+    if environment is not None:
+        ctx = load_context(environment, service, target, None, None)
+        if not ctx.target.freeze_map:
+            raise ConfigError(
+                "target.freeze_map",
+                "a restore behind a live service freezes its writes at the proxy;"
+                " set the HAProxy freeze map, or restore without environment",
+            )
     if chosen.verified_at is None:
         get_run_logger().warning(
             "backup %s was never verified; its figures are still checked before commit",
             chosen.backup_id,
         )
+    run_id, _ = current_flow_run()
+    locked = (
+        environment_lock(environment, environment_lock_timeout_s, run_id)
+        if environment is not None
+        else nullcontext()
+    )
     safety: BackupManifest | None = None
-    if safety_backup:
-        safety = take_backup(db, directory, tools, f"before restore of {chosen.backup_id}")
-        safety = verify_backup(db, directory, tools, safety)
-    done = restore_backup(db, directory, tools, chosen, lock_timeout_s)
+    with locked:
+        started = time.monotonic()
+        with _writes_frozen(ctx, WRITE_BACK_DRAIN_S):
+            if safety_backup:
+                safety = take_backup(db, directory, tools, f"before restore of {chosen.backup_id}")
+                safety = verify_backup(db, directory, tools, safety)
+            done = restore_backup(db, directory, tools, chosen, lock_timeout_s)
+        frozen_s = time.monotonic() - started if ctx is not None else None
     lines = [
         f"# Restored backup `{chosen.backup_id}`",
         "",
@@ -67,6 +130,11 @@ def restore(
         f" ({chosen.label})",
         f"- {done.tables} tables, {done.rows} rows, every table's figures checked before commit",
         f"- took {done.seconds:.2f} s",
+        (
+            f"- writes to `{environment}` were frozen for {frozen_s:.2f} s"
+            if frozen_s is not None
+            else "- writes were not frozen by Shipyard (no environment given)"
+        ),
         (
             f"- undo: restore `{safety.backup_id}`, taken just before"
             if safety

@@ -135,7 +135,8 @@ def test_release_with_zero_loss_cutover_to_postgres(stack, docker_client):
         _later_versions_run_on_postgres(stack, pg.dsn)
         _a_second_cutover_is_refused(stack, sqlite_path, pg.dsn)
         _recovery_thaws_a_freeze_left_by_a_dead_release(stack, pg.dsn)
-        _a_release_backs_up_its_database_first(stack, pg.dsn)
+        taken = _a_release_backs_up_its_database_first(stack, pg.dsn)
+        _a_restore_behind_the_live_service_loses_no_acknowledged_write(stack, pg.dsn, taken)
     finally:
         services.stop(pg.proc)
 
@@ -211,7 +212,7 @@ def _backup_first_needs_postgres(stack) -> None:
     assert len(records(stack)) == before
 
 
-def _a_release_backs_up_its_database_first(stack, dsn: str) -> None:
+def _a_release_backs_up_its_database_first(stack, dsn: str) -> str:
     """After the cutover, `backup_first` takes a verified pg_dump of the database the
     environment runs on before deploying, and the release record names it."""
     import json
@@ -236,6 +237,84 @@ def _a_release_backs_up_its_database_first(stack, dsn: str) -> None:
     assert manifest["verified_at"] and manifest["label"] == "before release pg1 to staging"
     assert {t["table"]: t["rows"] for t in manifest["tables"]}["votes"] == votes
     assert Path(backups, manifest["file"]).stat().st_size == manifest["bytes"] > 0
+    return record.database_backup
+
+
+def _a_restore_behind_the_live_service_loses_no_acknowledged_write(
+    stack, dsn: str, backup_id: str
+) -> None:
+    """The restore flow given the environment freezes writes from before its safety
+    backup until the restore committed: every write the service acknowledged is in
+    the safety backup (before the freeze) or in the restored database (after it)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from blocks.postgres import PostgresDatabase
+    from flows.restore import restore
+
+    writer = Writer(stack.proxy.urls["staging"])
+    writer.start()
+    time.sleep(1.5)
+    state = restore(
+        "cutover-pg",
+        backup_id,
+        environment="staging",
+        service=stack.service,
+        target=f"{stack.service}-staging",
+        return_state=True,
+    )
+    time.sleep(1.5)
+    writer.stop.set()
+    writer.join(30)
+    assert state.is_completed(), state.message
+    assert writer.refused > 0  # the freeze was real
+    acked = list(writer.acked)
+    with psycopg.connect(dsn) as conn:
+        now = {
+            r[0]
+            for r in conn.execute(
+                "SELECT request_id FROM votes WHERE request_id = ANY(%s)", (acked,)
+            )
+        }
+    backups = Path(str(PostgresDatabase.load("cutover-pg").backup_dir))
+    safety = next(
+        m
+        for m in (json.loads(p.read_text()) for p in backups.glob("*.json"))
+        if m["label"] == f"before restore of {backup_id}"
+    )
+    scratch = dsn.rsplit("/", 1)[0] + "/safety_check"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE safety_check")
+    subprocess.run(
+        [
+            str(services.PG_BIN / "pg_restore"),
+            "--no-owner",
+            "-d",
+            scratch,
+            str(backups / safety["file"]),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with psycopg.connect(scratch) as conn:
+        before = {
+            r[0]
+            for r in conn.execute(
+                "SELECT request_id FROM votes WHERE request_id = ANY(%s)", (acked,)
+            )
+        }
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE safety_check")
+    lost = set(acked) - now - before
+    assert not lost, (
+        f"{len(lost)} of {len(acked)} acknowledged writes in neither, e.g. {sorted(lost)[:3]}"
+    )
+    assert before and now  # writes landed on both sides of the freeze
+    print(
+        f"restore: {len(acked)} acknowledged writes ({len(before)} before the freeze,"
+        f" {len(now)} after), {writer.refused} refused, 0 lost"
+    )
 
 
 def _recovery_thaws_a_freeze_left_by_a_dead_release(stack, dsn: str) -> None:
