@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -25,9 +26,12 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from blocks.postgres import PostgresDatabase
+from flows.common import load_notifier
 from tasks import backup as b
 from tasks.core.backup import BackupManifest, backups_table, retention
 from tasks.core.errors import BackupError, ConfigError, ShipyardError
+from tasks.core.messages import backup_notification
+from tasks.notify import send_text
 
 
 def load_database(database: PostgresDatabase | str) -> tuple[PostgresDatabase, Path, b.Tools]:
@@ -116,18 +120,48 @@ def prune_backups(db: PostgresDatabase, directory: Path) -> list[str]:
     return [bid for bid, _ in plan.prune]
 
 
+def database_name(db: PostgresDatabase | None, fallback: PostgresDatabase | str) -> str:
+    """The database as people call it in a message: its name, never its DSN."""
+    if db is not None:
+        return urlparse(db.dsn.get_secret_value()).path.lstrip("/") or "?"
+    return fallback if isinstance(fallback, str) else "?"
+
+
 @flow(name="backup", log_prints=True)
 def backup(
     database: PostgresDatabase | str,
     label: str = "scheduled",
     verify: bool = True,
+    notifier: str | None = None,
+    notify_success: bool = False,
 ) -> BackupManifest:
-    """Back up the database, prove the backup restores, then prune old ones."""
-    db, directory, tools = load_database(database)
-    manifest = take_backup(db, directory, tools, label)
-    if verify:
-        manifest = verify_backup(db, directory, tools, manifest)
-    prune_backups(db, directory)
+    """Back up the database, prove the backup restores, then prune old ones.
+
+    `notifier` ("<block-type-slug>/<name>") hears of every failure, and of every
+    success with `notify_success`: nobody looks at backups until they need one.
+    """
+    note = load_notifier(notifier)
+    db: PostgresDatabase | None = None
+    try:
+        db, directory, tools = load_database(database)
+        manifest = take_backup(db, directory, tools, label)
+        if verify:
+            manifest = verify_backup(db, directory, tools, manifest)
+        prune_backups(db, directory)
+    except Exception as exc:
+        secrets = db.secrets() if db is not None else []
+        send_text(
+            note,
+            *backup_notification("backup", database_name(db, database), None, str(exc)),
+            secrets,
+        )
+        raise
+    if notify_success:
+        send_text(
+            note,
+            *backup_notification("backup", database_name(db, database), manifest, None),
+            db.secrets(),
+        )
     return manifest
 
 
@@ -137,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="manual")
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    parser.add_argument("--notifier", help='"<block-type-slug>/<name>" told of a failure')
     args = parser.parse_args(argv)
     try:
-        manifest = backup(args.database, label=args.label, verify=not args.no_verify)
+        manifest = backup(
+            args.database, label=args.label, verify=not args.no_verify, notifier=args.notifier
+        )
     except ShipyardError as exc:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1

@@ -111,10 +111,15 @@ def load_context(
             "target", f"block {target!r} serves {host.environment!r}, not {environment!r}"
         )
     creds = _load(DockerRegistryCredentials, registry, "registry") if registry else None
+    return _on_its_database(Context(environment, spec, host, creds, load_notifier(notifier)))
+
+
+def load_notifier(notifier: str | None) -> NotificationBlock | None:
+    """ "<block-type-slug>/<name>" of any notification block, checked before any side effect."""
     note = _load(Block, notifier, "notifier") if notifier else None
     if note is not None and not isinstance(note, NotificationBlock):
         raise ConfigError("notifier", f"{notifier!r} is not a notification block")
-    return _on_its_database(Context(environment, spec, host, creds, note))
+    return note
 
 
 def _on_its_database(ctx: Context) -> Context:

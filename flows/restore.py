@@ -25,19 +25,28 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from blocks.postgres import PostgresDatabase
-from flows.backup import load_database, prune_backups, take_backup, verify_backup
+from flows.backup import (
+    database_name,
+    load_database,
+    prune_backups,
+    take_backup,
+    verify_backup,
+)
 from flows.common import (
     WRITE_BACK_DRAIN_S,
     Context,
     current_flow_run,
     environment_lock,
     load_context,
+    load_notifier,
 )
 from tasks import backup as b
 from tasks.core.backup import BackupManifest
 from tasks.core.errors import ConfigError
 from tasks.core.haproxy import backend_name
+from tasks.core.messages import backup_notification
 from tasks.deploy.haproxy import HAProxyRuntime
+from tasks.notify import send_text
 
 
 @task(name="restore-backup", cache_policy=NO_CACHE)
@@ -82,17 +91,62 @@ def restore(
     service: str = "congress-api",
     target: str | None = None,
     environment_lock_timeout_s: float = 120.0,
+    notifier: str | None = None,
 ) -> b.Restored:
     """Restore `backup_id` ("latest" = the newest verified backup) into the database.
 
     With `environment` (and its `service` and `target` blocks), the restore holds
     that environment's release lock and freezes writes at its proxy from before the
     safety backup until the restore committed, so no acknowledged write is lost
-    between the two; without it, stop the service's writers yourself.
+    between the two; without it, stop the service's writers yourself. `notifier`
+    hears how it ended, either way.
     """
+    note = load_notifier(notifier)
+    loaded: list[PostgresDatabase] = []
+    try:
+        done, chosen, safety = _restore(
+            database,
+            backup_id,
+            safety_backup,
+            lock_timeout_s,
+            environment,
+            service,
+            target,
+            environment_lock_timeout_s,
+            loaded,
+        )
+    except Exception as exc:
+        db = loaded[0] if loaded else None
+        send_text(
+            note,
+            *backup_notification("restore", database_name(db, database), None, str(exc)),
+            db.secrets() if db else [],
+        )
+        raise
+    undo = f"undo: restore {safety.backup_id}" if safety else "no safety backup was taken"
+    send_text(
+        note,
+        *backup_notification("restore", database_name(loaded[0], database), chosen, None, undo),
+        loaded[0].secrets(),
+    )
+    return done
+
+
+def _restore(
+    database: PostgresDatabase | str,
+    backup_id: str,
+    safety_backup: bool,
+    lock_timeout_s: float,
+    environment: str | None,
+    service: str,
+    target: str | None,
+    environment_lock_timeout_s: float,
+    loaded: list[PostgresDatabase],
+) -> tuple[b.Restored, BackupManifest, BackupManifest | None]:
     if lock_timeout_s <= 0:
         raise ConfigError("lock_timeout_s", "must be > 0")
     db, directory, tools = load_database(database)
+    loaded.append(db)
     chosen = b.find_backup(directory, backup_id)
     ctx = None
     if environment is not None:
@@ -145,4 +199,4 @@ def restore(
         key="postgres-restore", markdown="\n".join(lines), description="restore summary"
     )
     prune_backups(db, directory)
-    return done
+    return done, chosen, safety

@@ -16,9 +16,14 @@ from tasks.core.redact import redact
 
 def send(block: NotificationBlock | None, record: ReleaseRecord, secrets: list[str]) -> bool:
     """Send and report success; never raises, because it runs inside failure hooks too."""
+    subject, body = notification(record)
+    return send_text(block, subject, body, secrets)
+
+
+def send_text(block: NotificationBlock | None, subject: str, body: str, secrets: list[str]) -> bool:
+    """Any message, redacted; never raises (a lost notification must not fail the work)."""
     if block is None:
         return False
-    subject, body = notification(record)
     try:
         with block.raise_on_failure():
             # Apprise-based blocks dispatch synchronously here; others return a coroutine.

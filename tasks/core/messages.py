@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tasks.core.backup import BackupManifest
 from tasks.core.models import Outcome, ReleaseRecord, SmokeResult
 
 
@@ -102,3 +103,25 @@ def record_markdown(record: ReleaseRecord, history: Sequence[ReleaseRecord] = ()
 
 def smoke_failure_reason(result: SmokeResult) -> str:
     return "; ".join(f"{c.name}: expected {c.expected}, got {c.observed}" for c in result.failures)
+
+
+def backup_notification(
+    kind: str, database: str, manifest: BackupManifest | None, error: str | None, extra: str = ""
+) -> tuple[str, str]:
+    """Subject and body when a backup or a restore ends. A failed scheduled backup is
+    the one that matters: nobody looks at a backup until they need it."""
+    ok = error is None
+    subject = f"{'✅' if ok else '❌'} {kind} of {database}: {'succeeded' if ok else 'failed'}"
+    lines = [f"database: {database}", f"{kind}: {'succeeded' if ok else 'failed'}"]
+    if manifest is not None:
+        lines += [
+            f"backup: {manifest.backup_id}",
+            f"label: {manifest.label}",
+            f"tables: {len(manifest.tables)}, rows: {manifest.rows}, bytes: {manifest.bytes}",
+            f"verified: {'yes' if manifest.verified_at else 'no'}",
+        ]
+    if extra:
+        lines.append(extra)
+    if error is not None:
+        lines.append(f"reason: {error}")
+    return subject, "\n".join(lines)

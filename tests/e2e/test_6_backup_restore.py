@@ -186,3 +186,33 @@ def test_command_line_prints_the_manifest(database):
         check=False,
     )
     assert bad.returncode == 1 and "no Shipyard Postgres Database block" in bad.stderr
+
+
+def test_failures_and_restores_are_notified_without_the_password(database, webhook):
+    from flows.backup import backup
+    from flows.restore import restore
+    from tests.support.blocks import save_webhook
+
+    name, dsn, directory = database
+    save_webhook(webhook, "backup-ops")
+    # a scheduled backup that cannot run: a wrong password in the block
+    wrong = dsn.replace(PASSWORD, PASSWORD[::-1])
+    PostgresDatabase(dsn=SecretStr(wrong), backup_dir=str(directory)).save(
+        "e2e-wrong-password", overwrite=True
+    )
+    seen = len(webhook.messages)
+    failed = backup("e2e-wrong-password", notifier="custom-webhook/backup-ops", return_state=True)
+    assert failed.is_failed()
+    (message,) = webhook.messages[seen:]
+    assert message["subject"] == "❌ backup of congress: failed"
+    assert "password authentication failed" in message["body"]
+    # a restore tells how it ended and how to undo it
+    good = backup(name)
+    restore(name, good.backup_id, notifier="custom-webhook/backup-ops")
+    done = webhook.messages[-1]
+    assert done["subject"] == "✅ restore of congress: succeeded"
+    assert f"backup: {good.backup_id}" in done["body"] and "undo: restore " in done["body"]
+    texts = webhook.texts()
+    assert not [t for t in texts if PASSWORD in t or PASSWORD[::-1] in t]
+    with pytest.raises(ConfigError, match="notifier"):
+        backup(name, notifier="custom-webhook/nobody")
