@@ -190,6 +190,12 @@ def _restore(
             else "- writes were not frozen by Shipyard (no environment given)"
         ),
         (
+            "- schemas made since the backup, left as they are: "
+            + ", ".join(f"`{x}`" for x in done.schemas_left)
+            if done.schemas_left
+            else "- no schema was made since the backup"
+        ),
+        (
             f"- undo: restore `{safety.backup_id}`, taken just before"
             if safety
             else "- no safety backup was taken (safety_backup=false)"

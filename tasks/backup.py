@@ -457,6 +457,8 @@ class Restored:
     tables: int
     rows: int
     seconds: float
+    # schemas made after the backup: not the backup's to drop, so left as they are
+    schemas_left: tuple[str, ...] = ()
 
 
 def _check_sql(manifest: BackupManifest) -> str:
@@ -545,9 +547,12 @@ def restore_backup(
         if "lock timeout" in why:
             hint += "; the service holds locks on its tables: stop or freeze it, then restore"
         raise BackupError(f"restore of {manifest.backup_id} failed: {why}", hint=hint)
+    with _connect(dsn, password, "restore") as conn:
+        now = [r[0] for r in conn.execute(USER_SCHEMAS_SQL)]
     return Restored(
         backup_id=manifest.backup_id,
         tables=len(manifest.tables),
         rows=manifest.rows,
         seconds=round(time.perf_counter() - started, 3),
+        schemas_left=tuple(x for x in now if x not in manifest.schemas),
     )

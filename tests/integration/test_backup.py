@@ -114,8 +114,11 @@ def test_backup_verifies_and_restore_puts_everything_back(app, tools, tmp_path):
         conn.execute("ALTER TABLE members ADD COLUMN later int")
         conn.execute("CREATE TABLE made_after (x int)")
         conn.execute('DROP TABLE "odd $s schema"."a ""quoted"" tâble"')
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA made_later")
     done = b.restore_backup(verified, tmp_path, app, PASSWORD, tools)
     assert done.rows == 5002 and done.tables == 2
+    assert done.schemas_left == ("made_later",)  # not the backup's to drop
     assert _content(app) == before
     with psycopg.connect(app) as conn:
         assert conn.execute("SELECT to_regclass('public.made_after')").fetchone() == (None,)
