@@ -22,7 +22,10 @@ _F = ConfigDict(frozen=True)
 
 #: What a table's figures are computed with, on the live database and on a restore:
 #: the same server renders the same row text, so equal sums mean equal content.
-TABLE_SUM_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
+#: `(t.*)`, not `t`: a column named t would win over the row (PostgreSQL prefers columns).
+TABLE_SUM_SQL = (
+    "SELECT count(*), coalesce(sum(hashtextextended((t.*)::text, 0)), 0)::text FROM {} t"
+)
 
 #: Settings both sides compute figures under: row text must not depend on the session.
 FIGURE_SETTINGS = (

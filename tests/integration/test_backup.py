@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tasks import backup as b
+from tasks.core.backup import BackupManifest, TableFigures
 from tasks.core.errors import BackupError
 from tests.support import services
 
@@ -330,3 +331,19 @@ def test_a_table_held_exclusively_fails_the_backup_in_time(app, tools, tmp_path)
         assert time.perf_counter() - t0 < 10
         holder.rollback()
     assert b.list_backups(tmp_path) == [] and not list(tmp_path.glob(".*.partial"))
+
+
+def test_figures_cover_the_whole_row_even_with_a_column_named_t(app, tools, tmp_path):
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("CREATE TABLE shadowing (t int, u text)")
+        conn.execute("INSERT INTO shadowing VALUES (1, 'a'), (2, 'b')")
+    first = b.take_backup(app, PASSWORD, tmp_path, "t", tools)
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("UPDATE shadowing SET u = 'changed' WHERE t = 1")
+    second = b.take_backup(app, PASSWORD, tmp_path, "t", tools)
+
+    def figures(m: BackupManifest) -> TableFigures:
+        return next(x for x in m.tables if x.table == "shadowing")
+
+    assert figures(first).rows == figures(second).rows == 2
+    assert figures(first).content_sum != figures(second).content_sum
