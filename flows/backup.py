@@ -28,7 +28,8 @@ from prefect.cache_policies import NO_CACHE
 from blocks.postgres import PostgresDatabase
 from flows.common import load_notifier
 from tasks import backup as b
-from tasks.core.backup import BackupManifest, backups_table, retention
+from tasks import offsite
+from tasks.core.backup import BackupManifest, backups_table, merged, retention
 from tasks.core.errors import BackupError, ConfigError, ShipyardError
 from tasks.core.messages import backup_notification
 from tasks.notify import send_text
@@ -45,6 +46,7 @@ def load_database(database: PostgresDatabase | str) -> tuple[PostgresDatabase, P
             ) from exc
         database = loaded
     directory = database.validate_backups()
+    database.offsite()  # the bucket block exists, before any side effect
     return database, directory, b.client_tools(database.pg_bin)
 
 
@@ -100,17 +102,43 @@ def verify_backup(
     return verified
 
 
+@task(name="offsite-copy", cache_policy=NO_CACHE)
+def offsite_copy(db: PostgresDatabase, directory: Path, manifest: BackupManifest) -> BackupManifest:
+    """The verified backup to the block's S3 bucket; the local manifest then says where."""
+    bucket = db.offsite()
+    assert bucket is not None
+    placed = offsite.upload(bucket, directory, manifest)
+    b.write_manifest(directory, placed)
+    get_run_logger().info("backup %s copied to %s", placed.backup_id, placed.offsite)
+    return placed
+
+
+def known_backups(db: PostgresDatabase, directory: Path) -> list[BackupManifest]:
+    """Here and off-site (a host that lost its directory still has those)."""
+    bucket = db.offsite()
+    remote = offsite.remote_backups(bucket) if bucket is not None else []
+    return merged(b.list_backups(directory), remote)
+
+
 @task(name="prune-backups", cache_policy=NO_CACHE)
 def prune_backups(db: PostgresDatabase, directory: Path) -> list[str]:
-    """Apply the block's retention; also clears what killed runs left half-written."""
+    """Apply the block's retention, here and off-site; also clears what killed runs
+    left half-written. An off-site copy that cannot be deleted now is retried by the
+    next run (it is still listed there), so that only warns."""
     log = get_run_logger()
     for name in b.remove_unfinished(directory):
         log.info("removed unfinished backup file %s", name)
-    found = b.list_backups(directory)
+    found = known_backups(db, directory)
+    bucket = db.offsite()
     plan = retention(found, datetime.now(UTC), db.keep_last, db.keep_days)
     by_id = {m.backup_id: m for m in found}
     for bid, why in plan.prune:
         b.delete_backup(directory, by_id[bid])
+        if bucket is not None and by_id[bid].offsite:
+            try:
+                offsite.delete(bucket, by_id[bid])
+            except BackupError as exc:
+                log.warning("%s", exc)
         log.info("pruned backup %s: %s", bid, why)
     create_table_artifact(
         key="postgres-backups",
@@ -135,7 +163,8 @@ def backup(
     notifier: str | None = None,
     notify_success: bool = False,
 ) -> BackupManifest:
-    """Back up the database, prove the backup restores, then prune old ones.
+    """Back up the database, prove the backup restores, copy it off-site (if the block
+    names a bucket), then prune old ones.
 
     `notifier` ("<block-type-slug>/<name>") hears of every failure, and of every
     success with `notify_success`: nobody looks at backups until they need one.
@@ -147,6 +176,8 @@ def backup(
         manifest = take_backup(db, directory, tools, label)
         if verify:
             manifest = verify_backup(db, directory, tools, manifest)
+        if db.offsite_bucket:
+            manifest = offsite_copy(db, directory, manifest)
         prune_backups(db, directory)
     except Exception as exc:
         secrets = db.secrets() if db is not None else []

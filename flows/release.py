@@ -24,7 +24,7 @@ from prefect.transactions import transaction
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
-from flows.backup import load_database, take_backup, verify_backup
+from flows.backup import load_database, offsite_copy, take_backup, verify_backup
 from flows.common import (
     Context,
     current_flow_run,
@@ -158,8 +158,10 @@ def backup_database(db: PostgresDatabase, directory: Path, tools: Tools, label: 
     """A verified backup before the new version touches the data: the release's way
     back for the data, as the previous container is for the code. Never restored
     automatically: writes taken since would be lost (the restore flow does it)."""
-    manifest = take_backup(db, directory, tools, label)
-    return verify_backup(db, directory, tools, manifest).backup_id
+    manifest = verify_backup(db, directory, tools, take_backup(db, directory, tools, label))
+    if db.offsite_bucket:
+        manifest = offsite_copy(db, directory, manifest)
+    return manifest.backup_id
 
 
 @dataclass

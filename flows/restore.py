@@ -41,6 +41,7 @@ from flows.common import (
     load_notifier,
 )
 from tasks import backup as b
+from tasks import offsite
 from tasks.core.backup import BackupManifest
 from tasks.core.errors import ConfigError
 from tasks.core.haproxy import backend_name
@@ -147,7 +148,16 @@ def _restore(
         raise ConfigError("lock_timeout_s", "must be > 0")
     db, directory, tools = load_database(database)
     loaded.append(db)
-    chosen = b.find_backup(directory, backup_id)
+    bucket = db.offsite()
+    remote = offsite.remote_backups(bucket) if bucket is not None else []
+    chosen = b.find_backup(directory, backup_id, remote)
+    if not (directory / chosen.file).is_file():
+        if bucket is None or not chosen.offsite:
+            raise ConfigError(
+                "backup_id", f"the dump of {chosen.backup_id} is gone from {directory}"
+            )
+        get_run_logger().info("fetching %s from %s", chosen.backup_id, chosen.offsite)
+        offsite.download(bucket, directory, chosen)
     ctx = None
     if environment is not None:
         ctx = load_context(environment, service, target, None, None)

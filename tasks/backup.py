@@ -43,7 +43,9 @@ from tasks.core.backup import (
     BackupManifest,
     TableFigures,
     backup_id,
+    choose,
     figure_mismatches,
+    merged,
     restore_prelude,
 )
 from tasks.core.errors import BackupError, ConfigError
@@ -156,7 +158,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_manifest(directory: Path, manifest: BackupManifest) -> None:
+def write_manifest(directory: Path, manifest: BackupManifest) -> None:
     """Written last, atomically: a dump without a manifest is an unfinished backup."""
     tmp = directory / f".{manifest.backup_id}.json.tmp"
     tmp.write_text(manifest.model_dump_json(indent=2))
@@ -293,7 +295,7 @@ def take_backup(
         public_owner=public_owner,
         tables=tuple(figures),
     )
-    _write_manifest(directory, manifest)
+    write_manifest(directory, manifest)
     return manifest
 
 
@@ -310,22 +312,21 @@ def list_backups(directory: Path) -> list[BackupManifest]:
     return sorted(out, key=lambda b: b.taken_at)
 
 
-def find_backup(directory: Path, which: str) -> BackupManifest:
-    """A backup by id, or the newest verified one with "latest"."""
-    found = list_backups(directory)
-    if which == "latest":
-        verified = [b for b in found if b.verified_at is not None]
-        if not verified:
-            raise ConfigError("backup_id", f"no verified backup in {directory}")
-        return verified[-1]
-    for b in found:
-        if b.backup_id == which:
-            return b
-    raise ConfigError(
-        "backup_id",
-        f"no backup {which!r} in {directory}",
-        hint="the postgres-backups artifact of the last backup run lists them",
-    )
+def find_backup(
+    directory: Path, which: str, remote: Sequence[BackupManifest] = ()
+) -> BackupManifest:
+    """A backup by id, or the newest verified one with "latest", here or off-site."""
+    chosen = choose(merged(list_backups(directory), remote), which)
+    if chosen is None:
+        where = f"{directory}" + (" or off-site" if remote else "")
+        if which == "latest":
+            raise ConfigError("backup_id", f"no verified backup in {where}")
+        raise ConfigError(
+            "backup_id",
+            f"no backup {which!r} in {where}",
+            hint="the postgres-backups artifact of the last backup run lists them",
+        )
+    return chosen
 
 
 def delete_backup(directory: Path, manifest: BackupManifest) -> None:
@@ -445,7 +446,7 @@ def verify_backup(
             "verify_seconds": round(time.perf_counter() - started, 3),
         }
     )
-    _write_manifest(directory, verified)
+    write_manifest(directory, verified)
     return verified
 
 

@@ -92,6 +92,7 @@ class BackupManifest(BaseModel):
     tables: tuple[TableFigures, ...]
     verified_at: datetime | None = None
     verify_seconds: float | None = None
+    offsite: str | None = None  # s3://bucket/key of the dump's off-site copy
 
     @property
     def rows(self) -> int:
@@ -194,6 +195,7 @@ def backups_table(
                 "size": _size(b.bytes),
                 "dump s": f"{b.seconds:.2f}",
                 "verified": "yes" if b.verified_at else "no",
+                "off-site": b.offsite or "no",
                 "state": "pruned" if b.backup_id in pruned else "kept",
             }
         )
@@ -209,3 +211,21 @@ def _size(n: int) -> str:
         if size < 1024 or unit == "GiB":
             break
     return f"{size:.1f} {unit}"
+
+
+def merged(
+    local: Sequence[BackupManifest], remote: Sequence[BackupManifest]
+) -> list[BackupManifest]:
+    """Every backup known here or off-site, oldest first; the local manifest wins (it
+    is the one verification last wrote)."""
+    by_id = {m.backup_id: m for m in remote}
+    by_id.update({m.backup_id: m for m in local})
+    return sorted(by_id.values(), key=lambda m: m.taken_at)
+
+
+def choose(backups: Sequence[BackupManifest], which: str) -> BackupManifest | None:
+    """A backup by id, or with "latest" the newest verified one."""
+    if which == "latest":
+        verified = [b for b in backups if b.verified_at is not None]
+        return max(verified, key=lambda b: b.taken_at) if verified else None
+    return next((b for b in backups if b.backup_id == which), None)

@@ -216,3 +216,63 @@ def test_failures_and_restores_are_notified_without_the_password(database, webho
     assert not [t for t in texts if PASSWORD in t or PASSWORD[::-1] in t]
     with pytest.raises(ConfigError, match="notifier"):
         backup(name, notifier="custom-webhook/nobody")
+    PostgresDatabase(dsn=SecretStr(dsn), backup_dir=str(directory), offsite_bucket="nope").save(
+        "e2e-missing-bucket", overwrite=True
+    )
+    with pytest.raises(ConfigError, match="offsite_bucket: no S3 Bucket block named 'nope'"):
+        backup("e2e-missing-bucket")
+
+
+def test_offsite_copies_restore_on_a_host_that_lost_its_backups(database):
+    """The block names an S3 bucket (moto's server, through prefect-aws's blocks and
+    boto3): backups go there too and are pruned there; a restore on a host whose
+    backup directory is empty fetches the dump, checks it and restores."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from flows.backup import backup
+    from flows.restore import restore
+
+    _name, dsn, _directory = database
+    moto = services.start_moto()
+    try:
+        creds = AwsCredentials(
+            aws_access_key_id="AKIDE2E",
+            aws_secret_access_key="e2e-" + secrets.token_hex(8),
+            region_name="us-east-1",
+            aws_client_parameters={"endpoint_url": moto.url},
+        )
+        s3 = creds.get_client("s3")
+        s3.create_bucket(Bucket="offsite")
+        S3Bucket(bucket_name="offsite", credentials=creds, bucket_folder="congress").save(
+            "e2e-offsite-bucket", overwrite=True
+        )
+
+        def on_host(prefix: str) -> Path:  # the block as a host with an empty backup_dir sees it
+            host = services.tmpdir(prefix)
+            PostgresDatabase(
+                dsn=SecretStr(dsn),
+                backup_dir=str(host),
+                keep_last=1,
+                keep_days=0,
+                offsite_bucket="e2e-offsite-bucket",
+            ).save("e2e-offsite", overwrite=True)
+            return host
+
+        first_host = on_host("shipyard-backups-host1-")
+        old = backup("e2e-offsite")
+        new = backup("e2e-offsite")
+        assert new.offsite == f"s3://offsite/congress/{new.file}"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="offsite")["Contents"]}
+        assert keys == {f"congress/{new.file}", f"congress/{new.backup_id}.json"}  # old pruned
+        assert old.backup_id not in {p.stem for p in first_host.iterdir()}
+        original = _members(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM members WHERE id % 2 = 0")
+
+        second_host = on_host("shipyard-backups-host2-")
+        done = restore("e2e-offsite", "latest", safety_backup=False)
+        assert done.backup_id == new.backup_id
+        assert _members(dsn) == original
+        assert (second_host / new.file).is_file()
+    finally:
+        services.stop(moto.proc)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -347,3 +348,82 @@ def test_figures_cover_the_whole_row_even_with_a_column_named_t(app, tools, tmp_
 
     assert figures(first).rows == figures(second).rows == 2
     assert figures(first).content_sum != figures(second).content_sum
+
+
+AWS_SECRET = "aws-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[services.Moto]:
+    server = services.start_moto()
+    yield server
+    services.stop(server.proc)
+
+
+@pytest.fixture
+def bucket(moto: services.Moto) -> Any:
+    """A prefect-aws S3Bucket block on the moto server, its bucket created by boto3."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    creds = AwsCredentials(
+        aws_access_key_id="AKIDSHIPYARD",
+        aws_secret_access_key=AWS_SECRET,
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": moto.url},
+    )
+    name = f"backups-{next(_n)}"
+    creds.get_client("s3").create_bucket(Bucket=name)
+    return S3Bucket(bucket_name=name, credentials=creds, bucket_folder="pg/app")
+
+
+def test_offsite_copy_survives_the_loss_of_the_backup_directory(app, tools, tmp_path, bucket):
+    from tasks import offsite
+
+    here = tmp_path / "here"
+    manifest = b.verify_backup(
+        b.take_backup(app, PASSWORD, here, "t", tools), here, app, PASSWORD, tools
+    )
+    placed = offsite.upload(bucket, here, manifest)
+    assert placed.offsite == f"s3://{bucket.bucket_name}/pg/app/{manifest.file}"
+    s3 = bucket.credentials.get_client("s3")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket.bucket_name)["Contents"]}
+    assert keys == {f"pg/app/{manifest.file}", f"pg/app/{manifest.backup_id}.json"}
+    before = _content(app)
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("DELETE FROM members")
+
+    # the host and its backup directory are gone; a new one has only the block
+    elsewhere = tmp_path / "new-host"
+    remote = offsite.remote_backups(bucket)
+    assert [m.backup_id for m in remote] == [manifest.backup_id] and remote[0].verified_at
+    chosen = b.find_backup(elsewhere, "latest", remote)
+    offsite.download(bucket, elsewhere, chosen)
+    b.restore_backup(chosen, elsewhere, app, PASSWORD, tools)
+    assert _content(app) == before
+
+    # a damaged off-site copy is refused before anything changes
+    s3.put_object(Bucket=bucket.bucket_name, Key=f"pg/app/{manifest.file}", Body=b"garbage")
+    damaged = tmp_path / "third-host"
+    offsite.download(bucket, damaged, chosen)
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("DELETE FROM members WHERE id > 10")
+    changed = _content(app)
+    with pytest.raises(BackupError, match="sha256"):
+        b.restore_backup(chosen, damaged, app, PASSWORD, tools)
+    assert _content(app) == changed
+
+    offsite.delete(bucket, chosen)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket.bucket_name)
+
+
+def test_offsite_errors_name_the_problem_without_the_secret(app, tools, tmp_path, bucket):
+    from prefect_aws import S3Bucket
+
+    from tasks import offsite
+
+    manifest = b.take_backup(app, PASSWORD, tmp_path, "t", tools)
+    missing = S3Bucket(bucket_name="no-such-bucket", credentials=bucket.credentials)
+    with pytest.raises(BackupError, match="NoSuchBucket") as err:
+        offsite.upload(missing, tmp_path, manifest)
+    assert AWS_SECRET not in str(err.value) and "off-site S3 bucket block" in str(err.value)
+    assert AWS_SECRET not in repr(bucket) and AWS_SECRET not in bucket.model_dump_json()

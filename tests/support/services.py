@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -207,6 +208,31 @@ def start_webhook() -> Webhook:
     hook.server = server
     hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     return hook
+
+
+@dataclass
+class Moto:
+    url: str
+    proc: subprocess.Popen[Any]
+
+
+def start_moto() -> Moto:
+    """moto's server: AWS APIs (S3 here) on 127.0.0.1, for boto3 to talk to for real."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        import httpx
+
+        return httpx.get(url + "/moto-api/", timeout=2).status_code < 500
+
+    wait_for(up, 60, "moto server")
+    return Moto(url=url, proc=proc)
 
 
 def service_copy(dest: Path) -> Path:
