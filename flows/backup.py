@@ -113,22 +113,23 @@ def offsite_copy(db: PostgresDatabase, directory: Path, manifest: BackupManifest
     return placed
 
 
-def known_backups(db: PostgresDatabase, directory: Path) -> list[BackupManifest]:
-    """Here and off-site (a host that lost its directory still has those)."""
+def known_backups(db: PostgresDatabase, directory: Path, database: str) -> list[BackupManifest]:
+    """This database's backups, here and off-site (a host that lost its directory still
+    has those); another database's in a shared directory or folder are not ours."""
     bucket = db.offsite()
     remote = offsite.remote_backups(bucket) if bucket is not None else []
-    return merged(b.list_backups(directory), remote)
+    return [m for m in merged(b.list_backups(directory), remote) if m.database == database]
 
 
 @task(name="prune-backups", cache_policy=NO_CACHE)
-def prune_backups(db: PostgresDatabase, directory: Path) -> list[str]:
-    """Apply the block's retention, here and off-site; also clears what killed runs
-    left half-written. An off-site copy that cannot be deleted now is retried by the
-    next run (it is still listed there), so that only warns."""
+def prune_backups(db: PostgresDatabase, directory: Path, database: str) -> list[str]:
+    """Apply the block's retention to `database`'s backups, here and off-site; also
+    clears what killed runs left half-written. An off-site copy that cannot be deleted
+    now is retried by the next run (it is still listed there), so that only warns."""
     log = get_run_logger()
     for name in b.remove_unfinished(directory):
         log.info("removed unfinished backup file %s", name)
-    found = known_backups(db, directory)
+    found = known_backups(db, directory, database)
     bucket = db.offsite()
     plan = retention(found, datetime.now(UTC), db.keep_last, db.keep_days)
     by_id = {m.backup_id: m for m in found}
@@ -178,7 +179,7 @@ def backup(
             manifest = verify_backup(db, directory, tools, manifest)
         if db.offsite_bucket:
             manifest = offsite_copy(db, directory, manifest)
-        prune_backups(db, directory)
+        prune_backups(db, directory, manifest.database)
     except Exception as exc:
         secrets = db.secrets() if db is not None else []
         send_text(

@@ -150,7 +150,8 @@ def _restore(
     loaded.append(db)
     bucket = db.offsite()
     remote = offsite.remote_backups(bucket) if bucket is not None else []
-    chosen = b.find_backup(directory, backup_id, remote)
+    dsn, password = db.get_client()
+    chosen = b.find_backup(directory, backup_id, remote, b.current_database(dsn, password))
     if not (directory / chosen.file).is_file():
         if bucket is None or not chosen.offsite:
             raise ConfigError(
@@ -214,5 +215,5 @@ def _restore(
     create_markdown_artifact(
         key="postgres-restore", markdown="\n".join(lines), description="restore summary"
     )
-    prune_backups(db, directory)
+    prune_backups(db, directory, chosen.database)
     return done, chosen, safety

@@ -312,11 +312,23 @@ def list_backups(directory: Path) -> list[BackupManifest]:
     return sorted(out, key=lambda b: b.taken_at)
 
 
+def current_database(dsn: str, password: str) -> str:
+    """The name backups of this database carry (what `current_database()` says)."""
+    with _connect(dsn, password, "backup") as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def find_backup(
-    directory: Path, which: str, remote: Sequence[BackupManifest] = ()
+    directory: Path, which: str, remote: Sequence[BackupManifest] = (), database: str | None = None
 ) -> BackupManifest:
-    """A backup by id, or the newest verified one with "latest", here or off-site."""
-    chosen = choose(merged(list_backups(directory), remote), which)
+    """A backup by id, or the newest verified one with "latest", here or off-site; with
+    `database`, only that database's (a directory shared by two never mixes them up)."""
+    known = merged(list_backups(directory), remote)
+    if database is not None:
+        known = [m for m in known if m.database == database]
+    chosen = choose(known, which)
     if chosen is None:
         where = f"{directory}" + (" or off-site" if remote else "")
         if which == "latest":
@@ -336,15 +348,28 @@ def delete_backup(directory: Path, manifest: BackupManifest) -> None:
     (directory / manifest.file).unlink(missing_ok=True)
 
 
-def remove_unfinished(directory: Path) -> list[str]:
-    """Partial dumps and manifests of runs that died (a SIGKILL runs no cleanup)."""
+UNFINISHED_STALE_S = 3600.0  # a dump being written changes every few seconds
+
+
+def remove_unfinished(
+    directory: Path, stale_s: float = UNFINISHED_STALE_S, now: float | None = None
+) -> list[str]:
+    """Partial dumps and manifests of runs that died (a SIGKILL runs no cleanup): only
+    those untouched for `stale_s`, so a backup running beside this one (a release's
+    backup_first during the scheduled one, or another database sharing the
+    directory) keeps the file it is writing."""
+    now = time.time() if now is None else now
     gone = []
     if directory.is_dir():
         listed = {b.file for b in list_backups(directory)}
         for p in directory.iterdir():
             partial = p.name.startswith(".") and p.name.endswith((".partial", ".tmp"))
             orphan = p.suffix == ".dump" and p.name not in listed
-            if partial or orphan:
+            try:
+                stale = now - p.stat().st_mtime > stale_s
+            except FileNotFoundError:
+                continue  # its run finished or removed it meanwhile
+            if (partial or orphan) and stale:
                 p.unlink(missing_ok=True)
                 gone.append(p.name)
     return gone

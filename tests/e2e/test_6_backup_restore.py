@@ -276,3 +276,33 @@ def test_offsite_copies_restore_on_a_host_that_lost_its_backups(database):
         assert (second_host / new.file).is_file()
     finally:
         services.stop(moto.proc)
+
+
+def test_databases_sharing_a_backup_directory_keep_their_backups_apart(database):
+    """Two blocks pointing at one backup_dir: each one's retention prunes only its own
+    database's backups, and "latest" means the newest backup of the database restored."""
+    from flows.backup import backup
+    from flows.restore import restore
+
+    name, dsn, directory = database
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE inventory")
+    other = dsn.rsplit("/", 1)[0] + "/inventory"
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO items SELECT generate_series(1, 10)")
+    PostgresDatabase(
+        dsn=SecretStr(other), backup_dir=str(directory), keep_last=1, keep_days=0
+    ).save("e2e-inventory", overwrite=True)
+    backup(name)
+    ours = {json.loads(p.read_text())["backup_id"] for p in directory.glob("*.json")}
+    assert ours  # congress's backups (this test's, and the earlier tests' kept ones)
+    backup("e2e-inventory")
+    newest_other = backup("e2e-inventory")
+    manifests = [json.loads(p.read_text()) for p in directory.glob("*.json")]
+    assert {m["backup_id"] for m in manifests if m["database"] == "congress"} == ours
+    assert [m["backup_id"] for m in manifests if m["database"] == "inventory"] == [
+        newest_other.backup_id
+    ]
+    done = restore(name, "latest", safety_backup=False)
+    assert done.backup_id in ours  # congress's newest, not inventory's (newer still)

@@ -270,16 +270,16 @@ def test_a_backup_of_another_database_is_refused(app, server, tools, tmp_path):
 
 def test_unfinished_files_are_cleared_and_never_listed(app, tools, tmp_path):
     manifest = b.take_backup(app, PASSWORD, tmp_path, "t", tools)
-    (tmp_path / ".20260101T000000000000Z-app.dump.partial").write_bytes(b"half")
-    (tmp_path / "20260101T000000000000Z-app.dump").write_bytes(b"no manifest")
+    dead = [".20260101T000000000000Z-app.dump.partial", "20260101T000000000000Z-app.dump"]
+    for name in dead:
+        (tmp_path / name).write_bytes(b"left by a killed run")
+        os.utime(tmp_path / name, (time.time() - 7200, time.time() - 7200))
+    running = tmp_path / ".20261201T000000000000Z-other.dump.partial"
+    running.write_bytes(b"being written by a backup running beside")
     (tmp_path / "notes.json").write_text(json.dumps({"not": "a manifest"}))
     assert [m.backup_id for m in b.list_backups(tmp_path)] == [manifest.backup_id]
-    gone = b.remove_unfinished(tmp_path)
-    assert sorted(gone) == [
-        ".20260101T000000000000Z-app.dump.partial",
-        "20260101T000000000000Z-app.dump",
-    ]
-    assert (tmp_path / manifest.file).is_file()
+    assert sorted(b.remove_unfinished(tmp_path)) == dead
+    assert (tmp_path / manifest.file).is_file() and running.is_file()
 
 
 def test_missing_tools_are_named(tmp_path):
