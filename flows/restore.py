@@ -103,10 +103,15 @@ def restore(
     hears how it ended, either way.
     """
     note = load_notifier(notifier)
-    loaded: list[PostgresDatabase] = []
+    db: PostgresDatabase | None = None
     try:
+        if lock_timeout_s <= 0:
+            raise ConfigError("lock_timeout_s", "must be > 0")
+        db, directory, tools = load_database(database)
         done, chosen, safety = _restore(
-            database,
+            db,
+            directory,
+            tools,
             backup_id,
             safety_backup,
             lock_timeout_s,
@@ -114,10 +119,8 @@ def restore(
             service,
             target,
             environment_lock_timeout_s,
-            loaded,
         )
     except Exception as exc:
-        db = loaded[0] if loaded else None
         send_text(
             note,
             *backup_notification("restore", database_name(db, database), None, str(exc)),
@@ -127,14 +130,16 @@ def restore(
     undo = f"undo: restore {safety.backup_id}" if safety else "no safety backup was taken"
     send_text(
         note,
-        *backup_notification("restore", database_name(loaded[0], database), chosen, None, undo),
-        loaded[0].secrets(),
+        *backup_notification("restore", database_name(db, database), chosen, None, undo),
+        db.secrets(),
     )
     return done
 
 
 def _restore(
-    database: PostgresDatabase | str,
+    db: PostgresDatabase,
+    directory: Path,
+    tools: b.Tools,
     backup_id: str,
     safety_backup: bool,
     lock_timeout_s: float,
@@ -142,12 +147,7 @@ def _restore(
     service: str,
     target: str | None,
     environment_lock_timeout_s: float,
-    loaded: list[PostgresDatabase],
 ) -> tuple[b.Restored, BackupManifest, BackupManifest | None]:
-    if lock_timeout_s <= 0:
-        raise ConfigError("lock_timeout_s", "must be > 0")
-    db, directory, tools = load_database(database)
-    loaded.append(db)
     bucket = db.offsite()
     remote = offsite.remote_backups(bucket) if bucket is not None else []
     dsn, password = db.get_client()
